@@ -1,0 +1,23 @@
+"""The descriptor network: backbones, NetVLAD and baseline pooling, whitening,
+model files with cards, converters and the DescriptorExtractor. No ROS here."""
+
+from .card import ModelCard, ModelCardError, Preprocessing
+from .extractor import DescriptorExtractor, resolve_device
+from .model_file import ModelFileError, load_model, read_card, save_model
+from .netvlad import NetVLAD
+from .network import PlaceNet, build_network
+
+__all__ = [
+    "DescriptorExtractor",
+    "ModelCard",
+    "ModelCardError",
+    "ModelFileError",
+    "NetVLAD",
+    "PlaceNet",
+    "Preprocessing",
+    "build_network",
+    "load_model",
+    "read_card",
+    "resolve_device",
+    "save_model",
+]
