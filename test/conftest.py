@@ -1,0 +1,30 @@
+"""Shared fixtures: deterministic generated images and a small real model file.
+
+The model is a real EfficientNet-Lite0 + NetVLAD made by the package's own
+create_model from generated scenes: no mocks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from support import make_scene
+
+
+@pytest.fixture(scope="session")
+def scenes() -> list[np.ndarray]:
+    """Twelve distinct generated scenes."""
+    return [make_scene(seed) for seed in range(12)]
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory, scenes) -> Path:
+    """A real model file (EfficientNet-Lite0 stage5 + NetVLAD K=8), made from the scenes."""
+    from netvlad_ros.model import save_model
+    from netvlad_ros.model.clusters import create_model, new_card
+
+    card = new_card("efficientnet_lite0", "stage5", "netvlad", num_clusters=8, max_side=320)
+    net, card = create_model(scenes, card, per_image=50, seed=0, device="cpu")
+    return save_model(tmp_path_factory.mktemp("model") / "small.safetensors", net, card)
