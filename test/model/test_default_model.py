@@ -1,0 +1,76 @@
+"""The built-in default model: deterministic, discriminative, robust to small changes."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from netvlad_ros.model import DescriptorExtractor, load_model
+from netvlad_ros.model.default_model import DEFAULT_MODEL_NAME, default_model_path
+from support import make_scene, rtabmap_or_skip
+
+
+@pytest.fixture(scope="module")
+def default_extractor() -> DescriptorExtractor:
+    return DescriptorExtractor(None, device="cpu")
+
+
+def shifted(img: np.ndarray, dx: int, gain: float, offset: float) -> np.ndarray:
+    m = np.float32([[1, 0, dx], [0, 1, 0]])
+    moved = cv2.warpAffine(img, m, (img.shape[1], img.shape[0]), borderMode=cv2.BORDER_REFLECT)
+    return np.clip(moved.astype(np.float32) * gain + offset, 0, 255).astype(np.uint8)
+
+
+def test_default_model_is_the_documented_one():
+    net, card = load_model(default_model_path())
+    assert card.name == DEFAULT_MODEL_NAME
+    assert (card.backbone, card.cut, card.num_clusters, card.descriptor_dim) == (
+        "efficientnet_lite0",
+        "stage5",
+        32,
+        3584,
+    )
+    assert "synthetic_world seed" in card.provenance["cluster_images"]
+
+
+def test_same_image_same_descriptor(default_extractor):
+    img = make_scene(500, 480, 640)
+    a = default_extractor([img])
+    b = default_extractor([img.copy()])
+    assert np.array_equal(a, b)
+
+
+def test_near_duplicates_closer_than_unrelated(default_extractor):
+    scenes = [make_scene(600 + i, 480, 640) for i in range(6)]
+    variants = [shifted(s, 12, 1.15, 20) for s in scenes]
+    d = default_extractor(scenes)
+    v = default_extractor(variants)
+    same = np.sum(d * v, axis=1)
+    cross = d @ d.T
+    np.fill_diagonal(cross, -1)
+    assert same.min() > 0.95
+    assert same.min() > cross.max()  # every near-duplicate beats every unrelated pair
+    assert same.mean() - cross[cross > -1].mean() > 0.05
+    assert cross.max() < 0.95  # different scenes are clearly not the same place
+
+
+def test_real_revisits_closer_than_unrelated(default_extractor):
+    data = rtabmap_or_skip()
+    gt = np.load(data / "gt_matrix_84x84.npy")
+    images = [cv2.imread(str(data / "images" / f"{i}.jpg")) for i in range(1, 85)]
+    d = default_extractor(images)
+    sims = d @ d.T
+    loops = sims[gt]
+    # Unrelated: not a loop and more than 5 frames apart in the walk.
+    far = np.abs(np.subtract.outer(np.arange(84), np.arange(84))) > 5
+    unrelated = sims[np.tril(far & ~gt & ~gt.T, -1)]
+    # Measured: a loop pair outscores an unrelated pair 75% of the time (indoor
+    # corridors look alike globally); the ranking that matters is per query, below.
+    auc = float((loops[:, None] > unrelated[None, :]).mean())
+    assert auc >= 0.7, auc
+    # Top-1 among the first traversal is a ground-truth match for most revisit queries.
+    queries = [i for i in range(40, 84) if gt[i, :40].any()]
+    top1 = np.argmax(sims[queries][:, :40], axis=1)
+    recall1 = np.mean([gt[q, t] for q, t in zip(queries, top1, strict=True)])
+    assert recall1 >= 0.9, recall1  # measured 0.955 (42/44)
