@@ -58,7 +58,9 @@ def main() -> None:
         from netvlad_ros.model.backbones import backbone_spec
 
         spec = backbone_spec("efficientnet_lite0", f"stage{stage}")
-        print(f"| stage{stage} | {spec.channels} | {spec.stride} | {card.descriptor_dim} | {ms:.0f} | {r1:.3f} | {r5:.3f} |")
+        print(
+            f"| stage{stage} | {spec.channels} | {spec.stride} | {card.descriptor_dim} | {ms:.0f} | {r1:.3f} | {r5:.3f} |"
+        )
 
 
 if __name__ == "__main__":

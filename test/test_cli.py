@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from support import make_scene
 
 CLI = str(Path(sys.executable).parent / "netvlad-ros")

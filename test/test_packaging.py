@@ -17,6 +17,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+
 from support import REPO
 
 VENV_BIN = Path(sys.executable).parent

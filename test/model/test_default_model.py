@@ -8,6 +8,7 @@ import pytest
 
 from netvlad_ros.model import DescriptorExtractor, load_model
 from netvlad_ros.model.default_model import DEFAULT_MODEL_NAME, default_model_path
+
 from support import make_scene, rtabmap_or_skip
 
 
@@ -23,7 +24,7 @@ def shifted(img: np.ndarray, dx: int, gain: float, offset: float) -> np.ndarray:
 
 
 def test_default_model_is_the_documented_one():
-    net, card = load_model(default_model_path())
+    _, card = load_model(default_model_path())
     assert card.name == DEFAULT_MODEL_NAME
     assert (card.backbone, card.cut, card.num_clusters, card.descriptor_dim) == (
         "efficientnet_lite0",
