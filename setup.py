@@ -50,6 +50,7 @@ setup(
     entry_points={
         "console_scripts": [
             "netvlad-ros = netvlad_ros.cli:main",
+            "localize_node = netvlad_ros.ros.localize_node:main",
         ],
     },
 )

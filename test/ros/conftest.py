@@ -222,3 +222,208 @@ def ros_child(ros_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[...,
     finally:
         for c in children:
             c.stop()
+
+
+# ---------------------------------------------------------------- netvlad_localizer node fixtures
+
+
+def node_map_positions(n: int):
+    """Positions (n, 3) of the places of :func:`node_map`: 10 m apart in x, zig-zag 4 m in y."""
+    import numpy as np
+
+    i = np.arange(n, dtype=np.float64)
+    return np.stack([10.0 * i, 4.0 * (i % 2), np.zeros(n)], axis=1)
+
+
+@pytest.fixture(scope="session")
+def node_map(tmp_path_factory: pytest.TempPathFactory, small_model: Path, scenes: list) -> dict:
+    """A real map of the twelve ``scenes`` (real DescriptorExtractor on ``small_model``), saved to tmp.
+
+    Keyframe ``i`` (id ``i``) is scene ``i`` at :func:`node_map_positions` ``[i]``, stamp ``1000 + i``.
+    Returns ``{"path", "model", "positions", "descriptors"}``.
+    """
+    import numpy as np
+
+    from netvlad_ros.mapdb import Keyframe, MapDatabase
+    from netvlad_ros.model import DescriptorExtractor
+
+    ex = DescriptorExtractor(small_model, device="cpu")
+    desc = ex(scenes)
+    pos = node_map_positions(len(scenes))
+    db = MapDatabase.create(ex.dim, ex.fingerprint)
+    kfs = [
+        Keyframe(stamp=1000.0 + i, frame_id="map", position=pos[i], source=f"scene{i}")
+        for i in range(len(scenes))
+    ]
+    ids = db.add(kfs, desc)
+    assert list(ids) == list(range(len(scenes)))
+    path = tmp_path_factory.mktemp("node_map") / "map"
+    db.save(path)
+    return {"path": path, "model": small_model, "positions": pos, "descriptors": np.asarray(desc)}
+
+
+class NodeClient:
+    """The test side of a running ``netvlad_localizer``: publishers for its inputs, subscribers for
+    its outputs (kept in lists), service and parameter clients. Everything goes over real DDS."""
+
+    def __init__(self, ros: RosHarness, namespace: str = "", compressed: bool = False, name: str = "client"):
+        from diagnostic_msgs.msg import DiagnosticArray
+        from geometry_msgs.msg import PoseWithCovarianceStamped
+        from nav_msgs.msg import Odometry
+        from rcl_interfaces.srv import GetParameters, SetParameters
+        from sensor_msgs.msg import CompressedImage, Image, NavSatFix, PointCloud2
+        from std_srvs.srv import SetBool, Trigger
+        from visualization_msgs.msg import MarkerArray
+
+        from netvlad_ros.ros.qos import latched_qos, qos_from_name
+
+        self.ros = ros
+        ns = namespace.rstrip("/")
+        self.fqn = f"{ns}/netvlad_localizer"
+        self.node = ros.node(name)
+        n = self.node
+        reliable = qos_from_name("reliable", depth=100)
+        self.compressed = compressed
+        self.image_pub = n.create_publisher(
+            CompressedImage if compressed else Image,
+            f"{ns}/image/compressed" if compressed else f"{ns}/image",
+            reliable,
+        )
+        self.odom_pub = n.create_publisher(Odometry, f"{ns}/odom", reliable)
+        self.fix_pub = n.create_publisher(NavSatFix, f"{ns}/fix", reliable)
+        self.hypotheses: list = []
+        self.poses: list = []
+        self.loop_closures: list = []
+        self.keyframes: list = []
+        self.markers: list = []
+        self.diagnostics: list[dict[str, str]] = []
+        n.create_subscription(PointCloud2, f"{self.fqn}/hypotheses", self.hypotheses.append, reliable)
+        n.create_subscription(PoseWithCovarianceStamped, f"{self.fqn}/pose", self.poses.append, reliable)
+        n.create_subscription(PointCloud2, f"{self.fqn}/loop_closures", self.loop_closures.append, reliable)
+        n.create_subscription(PointCloud2, f"{self.fqn}/map_keyframes", self.keyframes.append, latched_qos(1))
+        n.create_subscription(MarkerArray, f"{self.fqn}/markers", self.markers.append, reliable)
+        n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, reliable)
+        self.save_map = n.create_client(Trigger, f"{self.fqn}/save_map")
+        self.reload_map = n.create_client(Trigger, f"{self.fqn}/reload_map")
+        self.set_slam_mode = n.create_client(SetBool, f"{self.fqn}/set_slam_mode")
+        self.set_parameters_client = n.create_client(SetParameters, f"{self.fqn}/set_parameters")
+        self.get_parameters_client = n.create_client(GetParameters, f"{self.fqn}/get_parameters")
+
+    def _on_diag(self, msg) -> None:
+        for st in msg.status:
+            if st.name.startswith(self.fqn + ":"):
+                d = {kv.key: kv.value for kv in st.values}
+                d["_level"] = st.level
+                self.diagnostics.append(d)
+
+    def wait_ready(self, child: Child, timeout: float = 120.0) -> None:
+        """Until the node has published diagnostics and subscribed to our image topic."""
+        ok = self.ros.spin_until(
+            lambda: (
+                (self.diagnostics and self.image_pub.get_subscription_count() > 0)
+                or child.proc.poll() is not None
+            ),
+            timeout,
+        )
+        assert ok and child.proc.poll() is None, f"node did not become ready:\n{child.stderr_tail()}"
+
+    def diag(self, fresh_after: int | None = None, timeout: float = 10.0) -> dict[str, str]:
+        """The newest diagnostics values (after ``fresh_after`` messages had arrived, if given)."""
+        n0 = len(self.diagnostics) if fresh_after is None else fresh_after
+        assert self.ros.spin_until(lambda: len(self.diagnostics) > n0, timeout), "no fresh diagnostics"
+        return self.diagnostics[-1]
+
+    def send_image(self, bgr, stamp: float, frame_id: str = "camera") -> None:
+        from netvlad_ros.ros.conversions import bgr_to_compressed_msg, bgr_to_image_msg
+
+        if self.compressed:
+            self.image_pub.publish(bgr_to_compressed_msg(bgr, "jpeg", stamp, frame_id, quality=95))
+        else:
+            self.image_pub.publish(bgr_to_image_msg(bgr, "bgr8", stamp, frame_id))
+
+    def send_odom(self, stamp: float, position, quat=(0.0, 0.0, 0.0, 1.0), frame_id: str = "odom") -> None:
+        from nav_msgs.msg import Odometry
+
+        from netvlad_ros.ros.conversions import sec_to_stamp
+
+        m = Odometry()
+        m.header.stamp = sec_to_stamp(stamp)
+        m.header.frame_id = frame_id
+        p = m.pose.pose.position
+        p.x, p.y, p.z = (float(v) for v in position)
+        o = m.pose.pose.orientation
+        o.x, o.y, o.z, o.w = (float(v) for v in quat)
+        self.odom_pub.publish(m)
+
+    def wait_for(self, items: list, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        assert self.ros.spin_until(predicate, timeout), (
+            f"timed out waiting for {what} ({len(items)} received)"
+        )
+
+    def hypotheses_for(self, stamp_ns: int, timeout: float = 60.0):
+        """The ~/hypotheses table (numpy rows) whose header stamp is ``stamp_ns``."""
+        from netvlad_ros.ros.conversions import stamp_to_ns
+        from netvlad_ros.ros.tables import HYPOTHESIS_DTYPE, pointcloud2_to_array
+
+        def find():
+            return next((m for m in self.hypotheses if stamp_to_ns(m.header.stamp) == stamp_ns), None)
+
+        self.wait_for(self.hypotheses, lambda: find() is not None, timeout, f"hypotheses at {stamp_ns}")
+        msg = find()
+        return msg, pointcloud2_to_array(msg, HYPOTHESIS_DTYPE)
+
+    def call(self, client, request, timeout: float = 30.0):
+        assert client.wait_for_service(timeout_sec=timeout), f"service {client.srv_name} not available"
+        fut = client.call_async(request)
+        assert self.ros.spin_until(fut.done, timeout), f"service {client.srv_name} did not answer"
+        return fut.result()
+
+    def set_params(self, **values):
+        """Set parameters (``localizer__top_k=5`` means ``localizer.top_k``); returns the SetParametersResults."""
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        req = SetParameters.Request()
+        req.parameters = [
+            Parameter(k.replace("__", "."), value=v).to_parameter_msg() for k, v in values.items()
+        ]
+        return self.call(self.set_parameters_client, req).results
+
+    def get_params(self, *names: str) -> list:
+        from rcl_interfaces.srv import GetParameters
+        from rclpy.parameter import parameter_value_to_python
+
+        res = self.call(self.get_parameters_client, GetParameters.Request(names=list(names)))
+        return [parameter_value_to_python(v) for v in res.values]
+
+
+def _param_arg(name: str, value) -> str:
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    return f"{name}:={value}"
+
+
+@pytest.fixture
+def start_node(ros_child: Callable[..., Child]) -> Callable[..., Child]:
+    """``start_node(params: dict, namespace="", name=None, env=None)``: run ``localize_node`` in a child
+    process (``python -m netvlad_ros.ros.localize_node --ros-args ...``) with ``-p`` per parameter."""
+
+    def start(params: dict, namespace: str = "", name: str | None = None, env: dict | None = None) -> Child:
+        args = ["-m", "netvlad_ros.ros.localize_node", "--ros-args"]
+        if namespace:
+            args += ["-r", f"__ns:={namespace}"]
+        for k, v in params.items():
+            args += ["-p", _param_arg(k, v)]
+        return ros_child(args, env=env, name=name)
+
+    return start
+
+
+@pytest.fixture
+def node_client(ros: RosHarness) -> Callable[..., NodeClient]:
+    """``node_client(namespace="", compressed=False, name="client")``: a :class:`NodeClient` in ``ros``."""
+
+    def make(namespace: str = "", compressed: bool = False, name: str = "client") -> NodeClient:
+        return NodeClient(ros, namespace=namespace, compressed=compressed, name=name)
+
+    return make
