@@ -105,10 +105,53 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from .offline.demo import run_demo
+def cmd_build_map(args: argparse.Namespace) -> int:
+    from .offline.build_map import build_map_from_args, format_summary
 
-    return run_demo(args)
+    print(format_summary(build_map_from_args(args)))
+    return 0
+
+
+def cmd_eval_map(args: argparse.Namespace) -> int:
+    from .offline.eval_map import eval_map_from_args, format_eval
+
+    print(format_eval(eval_map_from_args(args)))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .offline.train import parse_overrides, train_from_config
+
+    result = train_from_config(args.config, parse_overrides(args.overrides))
+    summary = {k: v for k, v in result.items() if k not in ("step_losses", "card", "history")}
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .offline.evaluate import evaluate
+    from .offline.train import parse_overrides
+
+    spec = parse_overrides(args.dataset)
+    evaluate(
+        args.model,
+        spec,
+        args.output,
+        baselines=not args.no_baselines,
+        device=args.device,
+        batch_size=args.batch_size,
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .ros.demo import run_demo
+
+    result = run_demo(
+        args.output, seed=args.seed, map_frames=args.map_frames, query_frames=args.query_frames,
+        device=args.device, rate=args.rate,
+    )  # fmt: skip
+    return 0 if result["answered"] > 0 else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,10 +209,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-whitening", action="store_true", help="MATLAB: drop the 4096-D whitening layer")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("demo", help="the end-to-end demo on a synthetic world (no GPU, no network needed)")
-    p.add_argument("--output", type=Path, default=Path("netvlad_demo"))
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--frames", type=int, default=60, help="frames of the mapping traversal")
+    from .offline.build_map import add_build_map_arguments
+    from .offline.eval_map import add_eval_map_arguments
+
+    p = sub.add_parser(
+        "build-map", help="build a map from a rosbag or an image folder (see docs/build_map.md)"
+    )
+    add_build_map_arguments(p)
+    p.set_defaults(func=cmd_build_map)
+
+    p = sub.add_parser("eval-map", help="Recall@N (25 m) of a map against a query bag or image folder")
+    add_eval_map_arguments(p)
+    p.set_defaults(func=cmd_eval_map)
+
+    p = sub.add_parser("train", help="weakly supervised training (see docs/training.md)")
+    p.add_argument("--config", type=Path, default=Path("config/train.yaml"), help="training config (YAML)")
+    p.add_argument("overrides", nargs="*", help="config overrides, key.sub=value (values read as YAML)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="Recall@1/5/10/20 of a model on a dataset, with avg/max/GeM baselines")
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument(
+        "--dataset", nargs="+", required=True, metavar="KEY=VALUE",
+        help="dataset spec, e.g. format=folder root=DIR split=test (formats: pittsburgh, tokyo247, mat, folder, map)",
+    )  # fmt: skip
+    p.add_argument(
+        "--output", type=Path, default=None, help="folder for recalls.json/.md and recall_curve.png"
+    )
+    p.add_argument("--no-baselines", action="store_true", help="skip the avg/max/GeM pooling baselines")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "demo", help="end-to-end demo: synthetic world -> map -> the real node over DDS -> recall + plot"
+    )
+    p.add_argument(
+        "--output", type=Path, default=Path("netvlad_demo"), help="folder for bags, map, plot, results"
+    )
+    p.add_argument("--seed", type=int, default=7, help="synthetic world seed")
+    p.add_argument("--map-frames", type=int, default=120, help="frames of the mapping traversal (3 m apart)")
+    p.add_argument("--query-frames", type=int, default=50, help="frames of the query traversal")
+    p.add_argument("--rate", type=float, default=1.0, help="replay speed (1 = real time)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_demo)
     return parser
@@ -180,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
         print(f"netvlad-ros {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,114 @@
+"""Scoring and plotting what the demo's node published (no ROS here).
+
+The demo (netvlad_ros/ros/demo.py) collects, per replayed query frame, the
+hypotheses table and the accepted pose that came back over DDS; this module
+turns them into Recall@N (a query is right when a top-N match is within
+25 m of where the camera really was), precision of the accepted poses,
+latency percentiles, and a PNG.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .eval_map import recall_at_n
+
+
+@dataclass
+class QueryOutcome:
+    """What the node answered for one replayed frame."""
+
+    stamp: float
+    true_position: np.ndarray
+    hypotheses: np.ndarray | None = None  # (K, 3) positions, best first; None = no answer
+    accepted_position: np.ndarray | None = None
+    latency_s: float | None = None
+    extras: dict = field(default_factory=dict)
+
+
+def score_outcomes(
+    outcomes: list[QueryOutcome], radius_m: float = 25.0, ns: tuple[int, ...] = (1, 5)
+) -> dict:
+    """Recall@N over the answered queries, accepted-pose precision/recall, latency percentiles."""
+    answered = [o for o in outcomes if o.hypotheses is not None and len(o.hypotheses)]
+    k = max((len(o.hypotheses) for o in answered), default=1)
+    correct = np.zeros((len(answered), k), bool)
+    for i, o in enumerate(answered):
+        d = np.linalg.norm(o.hypotheses[:, :2] - o.true_position[None, :2], axis=1)
+        correct[i, : len(d)] = d <= radius_m
+    recall = recall_at_n(correct, ns) if answered else {n: float("nan") for n in ns}
+    accepted = [o for o in outcomes if o.accepted_position is not None]
+    right = sum(np.linalg.norm(o.accepted_position[:2] - o.true_position[:2]) <= radius_m for o in accepted)
+    lat = np.array([o.latency_s for o in outcomes if o.latency_s is not None]) * 1000
+    top1_err = [float(np.linalg.norm(o.hypotheses[0, :2] - o.true_position[:2])) for o in answered]
+    return {
+        "published": len(outcomes),
+        "answered": len(answered),
+        "recall_at": {int(n): float(v) for n, v in recall.items()},
+        "accepted": len(accepted),
+        "accepted_right": int(right),
+        "accepted_precision": float(right / len(accepted)) if accepted else float("nan"),
+        "accepted_recall": float(right / len(outcomes)) if outcomes else float("nan"),
+        "top1_error_m_median": float(np.median(top1_err)) if top1_err else float("nan"),
+        "latency_ms_p50": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+        "latency_ms_p95": float(np.percentile(lat, 95)) if len(lat) else float("nan"),
+        "radius_m": radius_m,
+    }
+
+
+def plot_outcomes(
+    path: str | Path, outcomes: list[QueryOutcome], map_positions: np.ndarray, radius_m: float = 25.0
+) -> Path:
+    """Top-down plot: map keyframes, the query trajectory, top-1 matches coloured right/wrong."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 8))
+    ax.scatter(map_positions[:, 0], map_positions[:, 1], s=10, c="0.7", label="map keyframes")
+    traj = np.array([o.true_position for o in outcomes])
+    if len(traj):
+        ax.plot(traj[:, 0], traj[:, 1], c="tab:blue", lw=1, alpha=0.6, label="query trajectory")
+    for ok, colour, label in (
+        (True, "tab:green", f"top-1 right (≤ {radius_m:g} m)"),
+        (False, "tab:red", "top-1 wrong"),
+    ):
+        first = True
+        for o in outcomes:
+            if o.hypotheses is None or not len(o.hypotheses):
+                continue
+            best = o.hypotheses[0]
+            right = np.linalg.norm(best[:2] - o.true_position[:2]) <= radius_m
+            if right != ok:
+                continue
+            ax.plot([o.true_position[0], best[0]], [o.true_position[1], best[1]], c=colour, lw=0.8)
+            ax.scatter(
+                [o.true_position[0]], [o.true_position[1]], s=14, c=colour, label=label if first else None
+            )
+            first = False
+    acc = np.array([o.accepted_position for o in outcomes if o.accepted_position is not None])
+    if len(acc):
+        ax.scatter(
+            acc[:, 0],
+            acc[:, 1],
+            s=60,
+            facecolors="none",
+            edgecolors="tab:purple",
+            label="accepted place (~/pose)",
+        )
+    missed = np.array([o.true_position for o in outcomes if o.hypotheses is None])
+    if len(missed):
+        ax.scatter(missed[:, 0], missed[:, 1], s=14, marker="x", c="k", label="no answer (frame skipped)")
+    ax.set(xlabel="east (m)", ylabel="north (m)", title="netvlad_ros demo: queries and their top-1 matches")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

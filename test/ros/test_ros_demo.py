@@ -1,0 +1,36 @@
+"""``netvlad-ros demo`` end to end at a small size: real bags, real map, the real node over DDS."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from netvlad_ros.ros.demo import run_demo
+
+
+@pytest.mark.slow
+def test_demo_small(tmp_path):
+    out = tmp_path / "demo"
+    result = run_demo(out, seed=3, map_frames=30, query_frames=10, device="cpu", rate=3.0)
+    assert result["published"] == 10
+    assert result["answered"] >= 8  # a few may be skipped by the latest-frame worker, never most
+    assert result["recall_at"][1] >= 0.8
+    assert result["top1_error_m_median"] < 10.0
+    if result["accepted"]:
+        assert result["accepted_precision"] == 1.0
+    assert result["map_keyframes"] >= 20
+    png = (out / "demo_plot.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    saved = json.loads((out / "demo_results.json").read_text())
+    assert saved["recall_at"]["1"] == result["recall_at"][1]
+    assert (out / "map" / "manifest.json").is_file() and (out / "bags" / "query").is_dir()
+    # A second run into the same folder is allowed (it is a demo folder) ...
+    assert (out / ".netvlad_demo").exists()
+
+
+def test_demo_refuses_a_foreign_folder(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not a netvlad-ros demo folder"):
+        run_demo(tmp_path, map_frames=5, query_frames=2)
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
