@@ -13,7 +13,8 @@ images but ignores ``step`` (row padding), so raw images are laid out here with 
 
 Every malformed message raises :class:`ImageDecodeError` (a ``ValueError``) whose
 message names the field at fault, so a caller can log it and drop the frame instead
-of crashing on an ``IndexError`` deep inside numpy.
+of crashing on an ``IndexError`` deep inside numpy; its ``reason`` attribute (one of
+:data:`DECODE_ERROR_REASONS`) says what went wrong in a form a program can count on.
 
 16-bit images (``mono16``, ``16UC1``, ``rgb16`` ... and 16-bit Bayer) are reduced
 to 8 bits in one of two ways (``scaling16`` argument):
@@ -34,6 +35,7 @@ import cv2
 import numpy as np
 
 __all__ = [
+    "DECODE_ERROR_REASONS",
     "MAX_IMAGE_PIXELS",
     "MAX_IMAGE_SIDE",
     "SUPPORTED_ENCODINGS",
@@ -49,8 +51,32 @@ MAX_IMAGE_SIDE = 1 << 15
 MAX_IMAGE_PIXELS = 1 << 27
 
 
+#: Every :attr:`ImageDecodeError.reason`: short snake_case names that callers count by
+#: (the node's diagnostics keys ``rejected.<reason>``), so they must stay stable.
+DECODE_ERROR_REASONS: tuple[str, ...] = (
+    "unsupported_encoding",  # Image.encoding not in SUPPORTED_ENCODINGS
+    "zero_size",  # width or height is 0
+    "too_large",  # width/height beyond MAX_IMAGE_SIDE / MAX_IMAGE_PIXELS (corrupt header?)
+    "step_too_small",  # Image.step shorter than one row
+    "truncated_data",  # Image.data shorter than step * height
+    "odd_width",  # 4:2:2 YUV encoding with an odd width
+    "compressed_depth",  # CompressedImage in compressedDepth format (depth, not a camera image)
+    "truncated_jpeg",  # JPEG without its end-of-image marker
+    "corrupt_compressed",  # empty CompressedImage.data, or data OpenCV cannot decode
+    "decode_error",  # anything else (OpenCV failed on a validated raw image)
+)
+
+
 class ImageDecodeError(ValueError):
-    """An image message cannot be turned into a BGR array (bad header, data or codec)."""
+    """An image message cannot be turned into a BGR array (bad header, data or codec).
+
+    ``reason`` is one of :data:`DECODE_ERROR_REASONS`, so callers classify the failure
+    without parsing the message text, which is for people.
+    """
+
+    def __init__(self, message: str, reason: str = "decode_error") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 # encoding -> (element dtype, channels, OpenCV conversion to BGR or None when already BGR/gray)
@@ -94,11 +120,12 @@ _SCALINGS = ("full_range", "minmax")
 
 def _check_size(width: int, height: int) -> None:
     if width <= 0 or height <= 0:
-        raise ImageDecodeError(f"image has zero size: width={width}, height={height}")
+        raise ImageDecodeError(f"image has zero size: width={width}, height={height}", "zero_size")
     if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE or width * height > MAX_IMAGE_PIXELS:
         raise ImageDecodeError(
             f"image size {width}x{height} is beyond the limit ({MAX_IMAGE_SIDE} per side, "
-            f"{MAX_IMAGE_PIXELS} pixels): corrupt header?"
+            f"{MAX_IMAGE_PIXELS} pixels): corrupt header?",
+            "too_large",
         )
 
 
@@ -136,24 +163,27 @@ def image_msg_to_bgr(msg: Any, scaling16: str = "full_range") -> np.ndarray:
     spec = _ENCODINGS.get(encoding)
     if spec is None:
         raise ImageDecodeError(
-            f"unsupported image encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}"
+            f"unsupported image encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}",
+            "unsupported_encoding",
         )
     kind, channels, code = spec
     width, height, step = int(msg.width), int(msg.height), int(msg.step)
     _check_size(width, height)
     if channels == 2 and width % 2:
-        raise ImageDecodeError(f"encoding {encoding!r} needs an even width, got width={width}")
+        raise ImageDecodeError(f"encoding {encoding!r} needs an even width, got width={width}", "odd_width")
     elem = np.dtype(kind)
     row_bytes = width * channels * elem.itemsize
     if step < row_bytes:
         raise ImageDecodeError(
             f"step={step} is smaller than one row of {width} px x {channels} ch x "
-            f"{elem.itemsize} B = {row_bytes} B (encoding {encoding!r})"
+            f"{elem.itemsize} B = {row_bytes} B (encoding {encoding!r})",
+            "step_too_small",
         )
     buf = np.frombuffer(msg.data, dtype=np.uint8)
     if buf.size < step * height:
         raise ImageDecodeError(
-            f"data has {buf.size} bytes, fewer than step*height = {step}*{height} = {step * height}"
+            f"data has {buf.size} bytes, fewer than step*height = {step}*{height} = {step * height}",
+            "truncated_data",
         )
     rows = buf[: step * height].reshape(height, step)[:, :row_bytes]
     wire = elem.newbyteorder(">" if msg.is_bigendian else "<") if elem.itemsize > 1 else elem
@@ -165,7 +195,7 @@ def image_msg_to_bgr(msg: Any, scaling16: str = "full_range") -> np.ndarray:
         if code is not None:
             img = cv2.cvtColor(img, code)
     except cv2.error as exc:  # pragma: no cover - shapes are validated above
-        raise ImageDecodeError(f"OpenCV cannot convert {encoding!r}: {exc}") from exc
+        raise ImageDecodeError(f"OpenCV cannot convert {encoding!r}: {exc}", "decode_error") from exc
     out = _to_uint8(img, scaling16)
     return np.array(out, dtype=np.uint8, order="C", copy=True)
 
@@ -222,23 +252,31 @@ def compressed_msg_to_bgr(msg: Any) -> np.ndarray:
     """
     fmt = str(msg.format)
     if "compresseddepth" in fmt.lower():
-        raise ImageDecodeError(f"format {fmt!r} is a compressed depth image, not a camera image")
+        raise ImageDecodeError(
+            f"format {fmt!r} is a compressed depth image, not a camera image", "compressed_depth"
+        )
     buf = np.frombuffer(msg.data, dtype=np.uint8)
     if buf.size == 0:
-        raise ImageDecodeError(f"compressed image (format {fmt!r}) has no data")
+        raise ImageDecodeError(f"compressed image (format {fmt!r}) has no data", "corrupt_compressed")
     if buf.size >= 2 and buf[0] == 0xFF and buf[1] == 0xD8:
         tail = buf[-1024:].tobytes().rstrip(b"\x00")
         if b"\xff\xd9" not in tail:
-            raise ImageDecodeError(f"JPEG data ({buf.size} B, format {fmt!r}) is truncated: no EOI marker")
+            raise ImageDecodeError(
+                f"JPEG data ({buf.size} B, format {fmt!r}) is truncated: no EOI marker", "truncated_jpeg"
+            )
     size = _peek_size(buf[:65536].tobytes())
     if size is not None:
         _check_size(*size)
     try:
         img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     except cv2.error as exc:
-        raise ImageDecodeError(f"OpenCV cannot decode compressed image (format {fmt!r}): {exc}") from exc
+        raise ImageDecodeError(
+            f"OpenCV cannot decode compressed image (format {fmt!r}): {exc}", "corrupt_compressed"
+        ) from exc
     if img is None or img.size == 0:
-        raise ImageDecodeError(f"OpenCV cannot decode {buf.size} B of compressed image (format {fmt!r})")
+        raise ImageDecodeError(
+            f"OpenCV cannot decode {buf.size} B of compressed image (format {fmt!r})", "corrupt_compressed"
+        )
     _check_size(img.shape[1], img.shape[0])
     return _to_uint8(np.ascontiguousarray(img), "full_range")
 

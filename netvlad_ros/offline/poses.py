@@ -4,11 +4,17 @@ file-name poses, and keyframe selection. Plain numpy/scipy; no ROS.
 Conventions: positions are metres in the map frame, orientations unit quaternions
 ``(x, y, z, w)`` (scipy's scalar-last order, the ROS order), times seconds (float64).
 
-Interpolation (:meth:`PoseTrack.interpolate`): an image at time ``t`` between two pose
-samples ``t0 <= t <= t1`` gets the linear interpolation of the positions and the slerp
-of the orientations, provided both samples are within ``max_gap_s`` of ``t``. Before
-the first or after the last sample the nearest sample is used when it is within
-``max_gap_s`` (a hold, never an extrapolation). Otherwise the image has no pose.
+Interpolation (:func:`interpolate_poses`, the one implementation behind
+:meth:`PoseTrack.interpolate` for whole tracks and :meth:`PoseBuffer.lookup` for the live
+node): an image at time ``t`` between two pose samples ``t0 <= t <= t1`` gets the linear
+interpolation of the positions and the slerp of the orientations, provided both samples
+are within ``max_gap_s`` of ``t``. Before the first or after the last sample the nearest
+sample is used when it is within ``max_gap_s`` (a hold, never an extrapolation). Inside
+a gap too long to interpolate over, the nearest sample is held only when asked
+(``hold_in_gaps``, the node's policy); otherwise the image has no pose.
+
+Keyframe selection (:class:`KeyframeSelector`) is likewise shared by the offline map
+builder (:func:`select_keyframes`, whole sequences) and the node (frame by frame).
 """
 
 from __future__ import annotations
@@ -18,21 +24,25 @@ import math
 import re
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.spatial.transform import Rotation, Slerp
+from scipy.spatial.transform import Rotation
 
 from ..mapdb.geodesy import EnuFrame
 
 __all__ = [
     "BuildMapError",
     "KeyframeSelector",
+    "PoseBuffer",
+    "PoseError",
+    "PoseOrderError",
     "PoseTable",
     "PoseTrack",
     "TfBuffer",
     "gps_to_local",
+    "interpolate_poses",
     "parse_utm_filename",
     "read_pose_csv",
     "rotation_angle_deg",
@@ -42,6 +52,14 @@ __all__ = [
 
 class BuildMapError(ValueError):
     """Input to map building or evaluation is unusable (file, topic, message type, poses)."""
+
+
+class PoseError(BuildMapError):
+    """One pose sample cannot be used: a non-finite stamp or position, or a bad quaternion."""
+
+
+class PoseOrderError(PoseError):
+    """A pose sample is older than the newest one already buffered (time went backwards)."""
 
 
 def _unit_quats(q: np.ndarray, what: str) -> np.ndarray:
@@ -72,7 +90,6 @@ class PoseTrack:
     quats: np.ndarray
     frame_id: str = "map"
     static: bool = False
-    _slerp: Slerp | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         t = np.asarray(self.times, np.float64).reshape(-1)
@@ -89,8 +106,6 @@ class PoseTrack:
         keep = np.ones(len(t), bool)
         keep[:-1] = t[1:] != t[:-1]  # last of each run of equal times
         self.times, self.positions, self.quats = t[keep], p[keep], q[keep]
-        if len(self.times) > 1:
-            self._slerp = Slerp(self.times, Rotation.from_quat(self.quats))
 
     @classmethod
     def constant(cls, position: Sequence[float], quat: Sequence[float], frame_id: str = "map") -> PoseTrack:
@@ -107,36 +122,126 @@ class PoseTrack:
 
         Rows with ``ok`` False hold NaN.
         """
-        t = np.atleast_1d(np.asarray(t, np.float64))
-        m = len(t)
-        pos = np.full((m, 3), np.nan)
-        quat = np.full((m, 4), np.nan)
         if self.static:
-            pos[:] = self.positions[0]
-            quat[:] = self.quats[0]
-            return pos, quat, np.ones(m, bool)
-        times = self.times
-        hi = np.searchsorted(times, t, side="left")  # first sample >= t
-        lo = np.clip(hi - 1, 0, len(times) - 1)
-        hi_c = np.clip(hi, 0, len(times) - 1)
-        exact = times[hi_c] == t
-        inside = (hi > 0) & (hi < len(times))
-        ok_inside = inside & (t - times[lo] <= max_gap_s) & (times[hi_c] - t <= max_gap_s)
-        nearest = np.where(hi == 0, 0, len(times) - 1)
-        ok_hold = ~inside & (np.abs(times[nearest] - t) <= max_gap_s)
-        ok = exact | ok_inside | ok_hold
-        if len(times) == 1:
-            pos[ok] = self.positions[0]
-            quat[ok] = self.quats[0]
-            return pos, quat, ok
-        tc = np.clip(t, times[0], times[-1])  # holds become the end samples
-        for k in range(3):
-            pos[:, k] = np.interp(tc, times, self.positions[:, k])
-        assert self._slerp is not None
-        quat[:] = self._slerp(tc).as_quat()
-        pos[~ok] = np.nan
-        quat[~ok] = np.nan
+            m = len(np.atleast_1d(t))
+            return np.tile(self.positions[0], (m, 1)), np.tile(self.quats[0], (m, 1)), np.ones(m, bool)
+        return interpolate_poses(self.times, self.positions, self.quats, t, max_gap_s)
+
+
+def interpolate_poses(
+    times: np.ndarray,
+    positions: np.ndarray,
+    quats: np.ndarray,
+    t: np.ndarray | float,
+    max_gap_s: float,
+    *,
+    hold_in_gaps: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Poses at times ``t`` from samples (``times`` (n,) strictly increasing, ``positions`` (n, 3),
+    unit ``quats`` (n, 4)): (positions (m, 3), quats (m, 4), ok (m,) bool), rows without a pose NaN.
+
+    The rule is in the module docstring: interpolate (linear / slerp) between the two samples
+    around ``t`` when both are within ``max_gap_s``; else hold the nearest sample within
+    ``max_gap_s`` outside the sampled span, or anywhere when ``hold_in_gaps``.
+    """
+    t = np.atleast_1d(np.asarray(t, np.float64))
+    m, n = len(t), len(times)
+    pos = np.full((m, 3), np.nan)
+    quat = np.full((m, 4), np.nan)
+    if n == 0:
+        return pos, quat, np.zeros(m, bool)
+    hi = np.searchsorted(times, t, side="left")  # first sample >= t
+    hi_c = np.minimum(hi, n - 1)
+    lo = np.maximum(hi - 1, 0)
+    exact = times[hi_c] == t
+    inside = (hi > 0) & (hi < n)
+    interp = ~exact & inside & (t - times[lo] <= max_gap_s) & (times[hi_c] - t <= max_gap_s)
+    nearest = np.where(np.abs(times[lo] - t) <= np.abs(times[hi_c] - t), lo, hi_c)
+    hold = ~exact & ~interp & (np.abs(times[nearest] - t) <= max_gap_s) & (~inside | hold_in_gaps)
+    ok = exact | interp | hold
+    if not ok.any():
         return pos, quat, ok
+    first = np.where(interp, lo, np.where(exact, hi_c, nearest))  # exact/hold rows: one sample
+    a, b = first[ok], np.where(interp, hi_c, first)[ok]
+    span = times[b] - times[a]
+    alpha = np.where(span > 0, (t[ok] - times[a]) / np.where(span > 0, span, 1.0), 0.0)
+    pos[ok] = positions[a] + alpha[:, None] * (positions[b] - positions[a])
+    r_a = Rotation.from_quat(quats[a])
+    step = (r_a.inv() * Rotation.from_quat(quats[b])).as_rotvec()
+    quat[ok] = (r_a * Rotation.from_rotvec(step * alpha[:, None])).as_quat()
+    return pos, quat, ok
+
+
+class PoseBuffer:
+    """The newest ``maxlen`` timed poses of a live source (e.g. nav_msgs/Odometry), fed one by one.
+
+    Why: the node needs the pose at each image stamp while odometry keeps arriving; memory
+    stays bounded (at most ``2 * maxlen`` samples are stored, compacted in place) and each
+    :meth:`lookup` runs :func:`interpolate_poses` on array views, without copying.
+    A sample at the newest stamp replaces it (the last one wins, as in :class:`PoseTrack`).
+    """
+
+    def __init__(self, maxlen: int = 2000) -> None:
+        if maxlen < 1:
+            raise ValueError(f"PoseBuffer maxlen must be >= 1, got {maxlen}")
+        self.maxlen = int(maxlen)
+        self._t = np.empty(2 * self.maxlen)
+        self._p = np.empty((2 * self.maxlen, 3))
+        self._q = np.empty((2 * self.maxlen, 4))
+        self._start = self._end = 0
+
+    def __len__(self) -> int:
+        return self._end - self._start
+
+    def clear(self) -> None:
+        """Forget every sample (e.g. the source restarted)."""
+        self._start = self._end = 0
+
+    def add(self, stamp: float, position: np.ndarray, orientation: np.ndarray) -> None:
+        """Append a pose (position (3,), quaternion (x, y, z, w)).
+
+        Raises:
+            PoseError: non-finite stamp or position, or a quaternion that is not finite with norm ~1.
+            PoseOrderError: ``stamp`` is older than the newest buffered sample.
+        """
+        stamp = float(stamp)
+        if not math.isfinite(stamp):
+            raise PoseError(f"stamp is not finite: {stamp}")
+        p = np.asarray(position, dtype=np.float64).reshape(-1)
+        q = np.asarray(orientation, dtype=np.float64).reshape(-1)
+        if p.shape != (3,) or not np.isfinite(p).all():
+            raise PoseError(f"position is not 3 finite numbers: {p.tolist()}")
+        if q.shape != (4,) or not np.isfinite(q).all():
+            raise PoseError(f"orientation is not 4 finite numbers: {q.tolist()}")
+        norm = float(np.linalg.norm(q))
+        if not 0.5 < norm < 1.5:
+            raise PoseError(f"orientation quaternion has norm {norm:.3g}, not ~1")
+        if self._end > self._start:
+            newest = float(self._t[self._end - 1])
+            if stamp < newest:
+                raise PoseOrderError(f"stamp {stamp:.9f} is older than the previous pose's {newest:.9f}")
+            if stamp == newest:
+                self._end -= 1  # re-published pose: replace it
+        if self._end == len(self._t):  # full: move the newest maxlen - 1 samples to the front
+            keep = slice(self._end - (self.maxlen - 1), self._end)
+            k = self.maxlen - 1
+            self._t[:k], self._p[:k], self._q[:k] = self._t[keep], self._p[keep], self._q[keep]
+            self._start, self._end = 0, k
+        self._t[self._end], self._p[self._end], self._q[self._end] = stamp, p, q / norm
+        self._end += 1
+        self._start = max(self._start, self._end - self.maxlen)
+
+    def lookup(self, stamp: float, max_age: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """(position (3,), unit quaternion xyzw) at ``stamp``, or None when no pose is within ``max_age``.
+
+        Interpolates between the samples around ``stamp``, else holds the nearest one within
+        ``max_age`` (also inside a gap: :func:`interpolate_poses` with ``hold_in_gaps``).
+        """
+        s = slice(self._start, self._end)
+        pos, quat, ok = interpolate_poses(
+            self._t[s], self._p[s], self._q[s], stamp, max_age, hold_in_gaps=True
+        )
+        return (pos[0], quat[0]) if ok[0] else None
 
 
 def _compose(
@@ -296,17 +401,27 @@ class KeyframeSelector:
 
     Use :meth:`is_due` to ask and :meth:`take` once the frame really became a keyframe (a
     frame that fails to decode is not taken, so the next one is asked against the same
-    last keyframe).
+    last keyframe). The offline map builder feeds it a whole sequence; the node feeds it
+    frame by frame, changes thresholds at run time (:meth:`configure`) and starts over on
+    a new map or mode (:meth:`reset`).
     """
 
     def __init__(
         self, distance_m: float | None = 1.0, angle_deg: float | None = 15.0, interval_s: float | None = None
     ) -> None:
+        self.configure(distance_m, angle_deg, interval_s)
+        self._last: tuple[float, np.ndarray, np.ndarray] | None = None
+
+    def configure(self, distance_m: float | None, angle_deg: float | None, interval_s: float | None) -> None:
+        """Set the thresholds (the last keyframe is kept). Raises BuildMapError for a negative or NaN one."""
         for name, v in (("distance_m", distance_m), ("angle_deg", angle_deg), ("interval_s", interval_s)):
             if v is not None and not (math.isfinite(v) and v >= 0):
                 raise BuildMapError(f"keyframe {name} must be a finite number >= 0 or None, got {v!r}")
         self.distance_m, self.angle_deg, self.interval_s = distance_m, angle_deg, interval_s
-        self._last: tuple[float, np.ndarray, np.ndarray] | None = None
+
+    def reset(self) -> None:
+        """Forget the last keyframe: the next frame is a keyframe."""
+        self._last = None
 
     def is_due(self, stamp: float, position: np.ndarray, quat: np.ndarray) -> bool:
         """Whether a frame at this pose/time would be a keyframe."""

@@ -14,7 +14,7 @@ Frames: ENU metres (x east, y north, z up) about a fixed geodetic origin; a pose
 is the camera centre and the base_link orientation (x forward, z up; yaw from
 east, counter-clockwise) as a quaternion (x, y, z, w). The camera looks along
 base_link +x with zero pitch and roll. GPS comes from the exact ENU -> ECEF ->
-WGS84 transform (pyproj).
+WGS84 transform (``mapdb.geodesy``, pyproj based).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from functools import lru_cache
 
 import cv2
 import numpy as np
-from pyproj import Transformer
 
+from ..mapdb.geodesy import EnuFrame
 from .bag_writer import write_bag
 
 __all__ = [
@@ -39,67 +39,11 @@ __all__ = [
     "Frame",
     "SyntheticWorld",
     "WorldConfig",
-    "enu_to_geodetic",
-    "geodetic_to_enu",
     "write_bag",
 ]
 
 DEFAULT_ORIGIN: tuple[float, float, float] = (47.3769, 8.5417, 408.0)  # Zurich: lat, lon, alt (WGS84)
 TRAVERSAL_KINDS = ("mapping", "query", "loop")
-
-
-# --------------------------------------------------------------------------- geodesy
-
-
-@lru_cache(maxsize=2)
-def _transformers() -> tuple[Transformer, Transformer]:
-    """WGS84 geodetic (EPSG:4979, lon/lat/h order) <-> ECEF (EPSG:4978)."""
-    to_ecef = Transformer.from_crs("EPSG:4979", "EPSG:4978", always_xy=True)
-    to_geo = Transformer.from_crs("EPSG:4978", "EPSG:4979", always_xy=True)
-    return to_ecef, to_geo
-
-
-def _enu_frame(origin: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """ECEF position of ``origin`` and the rotation whose rows are the E, N, U axes in ECEF."""
-    lat, lon, alt = origin
-    to_ecef, _ = _transformers()
-    o = np.array(to_ecef.transform(lon, lat, alt), dtype=np.float64)
-    phi, lam = math.radians(lat), math.radians(lon)
-    rot = np.array(
-        [
-            [-math.sin(lam), math.cos(lam), 0.0],
-            [-math.sin(phi) * math.cos(lam), -math.sin(phi) * math.sin(lam), math.cos(phi)],
-            [math.cos(phi) * math.cos(lam), math.cos(phi) * math.sin(lam), math.sin(phi)],
-        ]
-    )
-    return o, rot
-
-
-def enu_to_geodetic(enu: np.ndarray, origin: tuple[float, float, float] = DEFAULT_ORIGIN) -> np.ndarray:
-    """ENU metres (N, 3) about ``origin`` (lat, lon, alt) -> WGS84 (N, 3) lat, lon (deg), alt (m).
-
-    Exact (ENU -> ECEF rotation, then pyproj's ECEF -> geodetic), not a flat-earth
-    approximation, so round trips agree to well below a millimetre.
-    """
-    enu = np.atleast_2d(np.asarray(enu, dtype=np.float64))
-    if enu.shape[-1] != 3:
-        raise ValueError(f"enu must have shape (N, 3), got {enu.shape}")
-    o, rot = _enu_frame(origin)
-    ecef = o + enu @ rot
-    _, to_geo = _transformers()
-    lon, lat, alt = to_geo.transform(ecef[:, 0], ecef[:, 1], ecef[:, 2])
-    return np.stack([lat, lon, alt], axis=-1)
-
-
-def geodetic_to_enu(lla: np.ndarray, origin: tuple[float, float, float] = DEFAULT_ORIGIN) -> np.ndarray:
-    """WGS84 (N, 3) lat, lon (deg), alt (m) -> ENU metres (N, 3) about ``origin``."""
-    lla = np.atleast_2d(np.asarray(lla, dtype=np.float64))
-    if lla.shape[-1] != 3:
-        raise ValueError(f"lla must have shape (N, 3), got {lla.shape}")
-    o, rot = _enu_frame(origin)
-    to_ecef, _ = _transformers()
-    x, y, z = to_ecef.transform(lla[:, 1], lla[:, 0], lla[:, 2])
-    return (np.stack([x, y, z], axis=-1) - o) @ rot.T
 
 
 # --------------------------------------------------------------------------- data classes
@@ -1068,7 +1012,7 @@ class SyntheticWorld:
             knots = r.uniform(-yaw_amp, yaw_amp, int(samples[-1] / 10.0) + 3)
             yaw = yaw + np.interp(samples / 10.0, np.arange(len(knots)), knots)
         pos = np.stack([px, py, np.full_like(px, c.camera_height_m)], axis=1)
-        lla = enu_to_geodetic(pos, c.origin)
+        lat, lon, alt = EnuFrame(*c.origin).to_geodetic(pos)
         t0 = c.start_time + 86400.0 * kidx
         frames = []
         for i in range(len(samples)):
@@ -1082,7 +1026,7 @@ class SyntheticWorld:
                     image=self.render(pos[i, :2], float(yaw[i]), app_i),
                     position=pos[i].copy(),
                     orientation=yaw_to_quaternion(float(yaw[i])),
-                    latlonalt=(float(lla[i, 0]), float(lla[i, 1]), float(lla[i, 2])),
+                    latlonalt=(float(lat[i]), float(lon[i]), float(alt[i])),
                 )
             )
         return frames

@@ -44,6 +44,8 @@ from sensor_msgs.msg import CompressedImage, Image, NavSatFix, NavSatStatus, Poi
 from std_srvs.srv import SetBool, Trigger
 from visualization_msgs.msg import MarkerArray
 
+from netvlad_ros.offline.image_codec import DECODE_ERROR_REASONS
+from netvlad_ros.offline.poses import KeyframeSelector, PoseBuffer, PoseError, PoseOrderError
 from netvlad_ros.ros import messages
 from netvlad_ros.ros.conversions import (
     ImageDecodeError,
@@ -59,7 +61,6 @@ from netvlad_ros.ros.params import (
     localizer_params,
     loop_closure_params,
 )
-from netvlad_ros.ros.poses import KeyframeGate, PoseBuffer, PoseError
 from netvlad_ros.ros.qos import latched_qos, qos_from_name
 
 __all__ = ["NODE_NAME", "REJECT_REASONS", "LocalizeNode", "StartupError", "main"]
@@ -68,16 +69,7 @@ NODE_NAME = "netvlad_localizer"
 
 #: Every reason a message can be rejected for (diagnostics key ``rejected.<reason>``).
 REJECT_REASONS: tuple[str, ...] = (
-    "unsupported_encoding",
-    "zero_size",
-    "too_large",
-    "step_too_small",
-    "truncated_data",
-    "odd_width",
-    "compressed_depth",
-    "truncated_jpeg",
-    "corrupt_compressed",
-    "decode_error",
+    *DECODE_ERROR_REASONS,  # an image that cannot be decoded: ImageDecodeError.reason
     "time_backwards",
     "no_odom",
     "odom_invalid",
@@ -93,24 +85,14 @@ class StartupError(Exception):
     """The node cannot start (bad parameter, model or map); the message says why."""
 
 
-def classify_decode_error(exc: ImageDecodeError) -> str:
-    """Reject reason for an :class:`ImageDecodeError` (from its message; conversions names the field)."""
-    text = str(exc)
-    for needle, reason in (
-        ("unsupported image encoding", "unsupported_encoding"),
-        ("zero size", "zero_size"),
-        ("beyond the limit", "too_large"),
-        ("smaller than one row", "step_too_small"),
-        ("fewer than step*height", "truncated_data"),
-        ("even width", "odd_width"),
-        ("compressed depth", "compressed_depth"),
-        ("truncated", "truncated_jpeg"),
-        ("no data", "corrupt_compressed"),
-        ("cannot decode", "corrupt_compressed"),
-    ):
-        if needle in text:
-            return reason
-    return "decode_error"
+def _keyframe_thresholds(values: dict[str, Any]) -> tuple[float, float, float | None]:
+    """(distance_m, angle_deg, interval_s) for :class:`KeyframeSelector`; ``keyframe.period_s`` 0 is off."""
+    period = float(values["keyframe.period_s"])
+    return (
+        float(values["keyframe.distance_m"]),
+        float(values["keyframe.angle_deg"]),
+        period if period > 0 else None,
+    )
 
 
 class LocalizeNode(Node):
@@ -137,7 +119,7 @@ class LocalizeNode(Node):
         self._db = self._load_initial_map()
         self._localizer = self._new_localizer()
         self._detector = self._new_detector()
-        self._gate = KeyframeGate(v["keyframe.distance_m"], v["keyframe.angle_deg"], v["keyframe.period_s"])
+        self._gate = KeyframeSelector(*_keyframe_thresholds(v))
         self._odom = PoseBuffer()
         self._odom_frame = v["map_frame"]
         self._fixes: deque[tuple[float, tuple[float, float, float]]] = deque(maxlen=200)
@@ -289,15 +271,14 @@ class LocalizeNode(Node):
                 self._odom.add(stamp, np.array([p.x, p.y, p.z]), np.array([q.x, q.y, q.z, q.w]))
                 if msg.header.frame_id:
                     self._odom_frame = msg.header.frame_id
+        except PoseOrderError as exc:
+            with self._lock:
+                self._odom.clear()  # a restarted source (e.g. a looping bag): start over
+                self._odom.add(stamp, np.array([p.x, p.y, p.z]), np.array([q.x, q.y, q.z, q.w]))
+            self._reject("odom_time_backwards", f"odom time went backwards, pose buffer cleared: {exc}")
         except PoseError as exc:
-            if "older than" in str(exc):
-                with self._lock:
-                    self._odom.clear()  # a restarted source (e.g. a looping bag): start over
-                    self._odom.add(stamp, np.array([p.x, p.y, p.z]), np.array([q.x, q.y, q.z, q.w]))
-                self._reject("odom_time_backwards", f"odom time went backwards, pose buffer cleared: {exc}")
-            else:
-                self._reject("odom_invalid", f"dropped odom message: {exc}")
-        except Exception as exc:  # e.g. the re-add after a clear hit a bad pose too
+            self._reject("odom_invalid", f"dropped odom message: {exc}")
+        except Exception as exc:  # never let one odom message take the callback down
             self._reject("odom_invalid", f"dropped odom message: {exc}")
 
     def _on_fix(self, msg: NavSatFix) -> None:
@@ -341,7 +322,7 @@ class LocalizeNode(Node):
             else:
                 bgr = image_msg_to_bgr(msg, self._values["scaling16"])
         except ImageDecodeError as exc:
-            self._reject(classify_decode_error(exc), f"dropped image: {exc}")
+            self._reject(exc.reason, f"dropped image: {exc}")
             return
 
         with self._lock:
@@ -367,7 +348,7 @@ class LocalizeNode(Node):
                         f"dropped image at {t:.3f}: no odom pose within {self._values['odom_max_age_s']} s",
                     )
                     return
-                if not self._gate.check(t, *pose):
+                if not self._gate.is_due(t, *pose):
                     with self._stats_lock:
                         self._processed += 1  # handled: not a keyframe, no network run
                     return
@@ -422,7 +403,7 @@ class LocalizeNode(Node):
                 source=NODE_NAME,
             )
             kid = int(self._db.add([kf], desc[None, :])[0])
-            self._gate.accept(t, position, orientation)
+            self._gate.take(t, position, orientation)
             self._last_stamp = t
             self._map_dirty = True
             verify = self._detector.params.geometric_verification
@@ -575,9 +556,7 @@ class LocalizeNode(Node):
                 else:
                     self._detector.params = new
             if any(n.startswith("keyframe.") for n in names):
-                self._gate.distance_m = self._values["keyframe.distance_m"]
-                self._gate.angle_deg = self._values["keyframe.angle_deg"]
-                self._gate.period_s = self._values["keyframe.period_s"]
+                self._gate.configure(*_keyframe_thresholds(self._values))
             if "mode" in names and self._values["mode"] != self._mode:
                 self._mode = self._values["mode"]
                 self._localizer.reset()

@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 from pyproj import Geod
 
+from netvlad_ros.mapdb.geodesy import EnuFrame
 from netvlad_ros.offline.synthetic_world import (
     Appearance,
     Frame,
     SyntheticWorld,
     WorldConfig,
-    enu_to_geodetic,
-    geodetic_to_enu,
     write_bag,
 )
 
@@ -115,11 +114,12 @@ def test_fronto_parallel_wall_scales_with_inverse_distance() -> None:
 # ----------------------------------------------------------------------------- poses and GPS
 
 
-def test_enu_geodetic_round_trip_is_sub_centimetre() -> None:
-    rng = np.random.default_rng(0)
-    enu = rng.uniform([-2000, -2000, -50], [2000, 2000, 100], (200, 3))
-    back = geodetic_to_enu(enu_to_geodetic(enu))
-    assert np.abs(back - enu).max() < 0.01
+def test_frame_gps_round_trips_to_its_enu_position(mapping: list[Frame]) -> None:
+    """Each frame's GPS, taken back to ENU about the world origin, is the frame's position."""
+    frame = EnuFrame(*WorldConfig().origin)
+    lla = np.array([f.latlonalt for f in mapping])
+    back = frame.to_local(lla[:, 0], lla[:, 1], lla[:, 2])
+    assert np.abs(back - _positions(mapping)).max() < 1e-3
 
 
 def test_gps_agrees_with_an_independent_geodesic(mapping: list[Frame]) -> None:

@@ -16,6 +16,7 @@ from builtin_interfaces.msg import Time
 from rosbags.image import image_to_cvimage
 from sensor_msgs.msg import CompressedImage, Image
 
+from netvlad_ros.offline.image_codec import DECODE_ERROR_REASONS
 from netvlad_ros.ros.conversions import (
     SUPPORTED_ENCODINGS,
     ImageDecodeError,
@@ -216,50 +217,72 @@ def _good() -> Image:
 
 
 @pytest.mark.parametrize(
-    ("mutate", "match"),
+    ("mutate", "match", "reason"),
     [
-        (lambda m: setattr(m, "encoding", "32FC1"), "unsupported image encoding '32FC1'"),
-        (lambda m: setattr(m, "encoding", ""), "unsupported image encoding"),
-        (lambda m: setattr(m, "step", 11), "step=11 is smaller than one row"),
-        (lambda m: setattr(m, "data", bytes(m.data)[:-1]), "data has 35 bytes, fewer than step"),
-        (lambda m: setattr(m, "data", b""), "data has 0 bytes"),
-        (lambda m: setattr(m, "width", 0), "zero size"),
-        (lambda m: setattr(m, "height", 0), "zero size"),
-        (lambda m: setattr(m, "width", 100_000), "beyond the limit"),
-        (lambda m: (setattr(m, "width", 20_000), setattr(m, "height", 20_000)), "beyond the limit"),
+        (
+            lambda m: setattr(m, "encoding", "32FC1"),
+            "unsupported image encoding '32FC1'",
+            "unsupported_encoding",
+        ),
+        (lambda m: setattr(m, "encoding", ""), "unsupported image encoding", "unsupported_encoding"),
+        (lambda m: setattr(m, "step", 11), "step=11 is smaller than one row", "step_too_small"),
+        (
+            lambda m: setattr(m, "data", bytes(m.data)[:-1]),
+            "data has 35 bytes, fewer than step",
+            "truncated_data",
+        ),
+        (lambda m: setattr(m, "data", b""), "data has 0 bytes", "truncated_data"),
+        (lambda m: setattr(m, "width", 0), "zero size", "zero_size"),
+        (lambda m: setattr(m, "height", 0), "zero size", "zero_size"),
+        (lambda m: setattr(m, "width", 100_000), "beyond the limit", "too_large"),
+        (
+            lambda m: (setattr(m, "width", 20_000), setattr(m, "height", 20_000)),
+            "beyond the limit",
+            "too_large",
+        ),
         (
             lambda m: (setattr(m, "encoding", "uyvy"), setattr(m, "width", 3), setattr(m, "step", 6)),
             "even width",
+            "odd_width",
         ),
     ],
 )
-def test_bad_image_raises_image_decode_error(mutate, match: str) -> None:
+def test_bad_image_raises_image_decode_error(mutate, match: str, reason: str) -> None:
     msg = _good()
     image_msg_to_bgr(msg)  # the unmutated message is fine
     mutate(msg)
-    with pytest.raises(ImageDecodeError, match=match):
+    with pytest.raises(ImageDecodeError, match=match) as info:
         image_msg_to_bgr(msg)
+    assert info.value.reason == reason
 
 
 def test_bad_compressed_raises_image_decode_error() -> None:
     img = np.random.default_rng(3).integers(0, 256, (32, 40, 3), dtype=np.uint8)
     jpg = bytes(bgr_to_compressed_msg(img, "jpeg").data)
     png = bytes(bgr_to_compressed_msg(img, "png").data)
-    cases = {
-        "no data": CompressedImage(format="jpeg", data=b""),
-        "truncated": CompressedImage(format="jpeg", data=jpg[: len(jpg) // 2]),
-        "cannot decode": CompressedImage(format="png", data=png[: len(png) // 2]),
-        "cannot decode ": CompressedImage(format="jpeg", data=b"this is not an image at all"),
-        "compressed depth": CompressedImage(format="16UC1; compressedDepth png", data=png),
-    }
-    for match, msg in cases.items():
-        with pytest.raises(ImageDecodeError, match=match.strip()):
+    cases = [
+        ("no data", "corrupt_compressed", CompressedImage(format="jpeg", data=b"")),
+        ("truncated", "truncated_jpeg", CompressedImage(format="jpeg", data=jpg[: len(jpg) // 2])),
+        ("cannot decode", "corrupt_compressed", CompressedImage(format="png", data=png[: len(png) // 2])),
+        ("cannot decode", "corrupt_compressed", CompressedImage(format="jpeg", data=b"this is not an image")),
+        (
+            "compressed depth",
+            "compressed_depth",
+            CompressedImage(format="16UC1; compressedDepth png", data=png),
+        ),
+        # the format string is free text: words in it must not change the reason
+        ("truncated", "truncated_jpeg", CompressedImage(format="zero size; no data", data=jpg[:-2])),
+    ]
+    for match, reason, msg in cases:
+        with pytest.raises(ImageDecodeError, match=match) as info:
             compressed_msg_to_bgr(msg)
+        assert info.value.reason == reason, (match, str(info.value))
     # a PNG header claiming 30000 x 30000 px is refused before OpenCV allocates 2.7 GB
     bomb = bytearray(png)
     bomb[16:24] = (30000).to_bytes(4, "big") * 2
-    with pytest.raises(ImageDecodeError, match="beyond the limit"):
+    with pytest.raises(ImageDecodeError, match="beyond the limit") as info:
         compressed_msg_to_bgr(CompressedImage(format="png", data=bytes(bomb)))
+    assert info.value.reason == "too_large"
 
 
 def test_image_decode_error_is_value_error() -> None:
@@ -313,7 +336,8 @@ def test_fuzz_only_image_decode_error() -> None:
         msg = _random_image_msg(rng) if i % 2 == 0 else _random_compressed_msg(rng, seeds)
         try:
             out = image_msg_to_bgr(msg) if i % 2 == 0 else compressed_msg_to_bgr(msg)
-        except ImageDecodeError:
+        except ImageDecodeError as exc:
+            assert exc.reason in DECODE_ERROR_REASONS, (exc.reason, str(exc))
             rejected += 1
             continue
         decoded += 1
