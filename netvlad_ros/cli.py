@@ -149,7 +149,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     result = run_demo(
         args.output, seed=args.seed, map_frames=args.map_frames, query_frames=args.query_frames,
-        device=args.device, rate=args.rate,
+        device=args.device, rate=args.rate, slam=not args.no_slam,
     )  # fmt: skip
     return 0 if result["answered"] > 0 else 1
 
@@ -251,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--map-frames", type=int, default=120, help="frames of the mapping traversal (3 m apart)")
     p.add_argument("--query-frames", type=int, default=50, help="frames of the query traversal")
     p.add_argument("--rate", type=float, default=1.0, help="replay speed (1 = real time)")
+    p.add_argument("--no-slam", action="store_true", help="skip the SLAM phase (loop closures against the map)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_demo)
     return parser

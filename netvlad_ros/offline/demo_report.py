@@ -59,6 +59,43 @@ def score_outcomes(
     }
 
 
+def score_loop_closures(
+    rows: list[tuple],
+    query_positions: dict[float, np.ndarray],
+    map_positions: dict[int, np.ndarray],
+    radius_m: float = 25.0,
+) -> dict:
+    """Loop closures published in SLAM mode, checked against the true positions.
+
+    ``rows`` are LOOP_CLOSURE_DTYPE tuples (query_id, match_id, query_stamp,
+    match_stamp, score, inliers, ..., verified). A closure is right when the
+    matched map keyframe lies within ``radius_m`` of where the camera really
+    was at ``query_stamp``. Closures whose match is not a map keyframe (one
+    added during the same drive) are counted but cannot be checked here.
+    """
+    right = checkable = verified = 0
+    examples = []
+    for row in rows:
+        qid, mid, qstamp, score, inliers, ver = row[0], row[1], row[2], row[4], row[5], row[-1]
+        verified += bool(ver)
+        qpos, mpos = query_positions.get(round(qstamp, 6)), map_positions.get(int(mid))
+        if qpos is not None and mpos is not None:
+            checkable += 1
+            ok = float(np.linalg.norm(qpos[:2] - mpos[:2])) <= radius_m
+            right += ok
+            if len(examples) < 3:
+                examples.append(f"kf {qid} -> map kf {mid} (score {score:.2f}, {inliers} inliers)")
+    return {
+        "total": len(rows),
+        "checkable": checkable,
+        "right": right,
+        "verified": verified,
+        "precision": right / checkable if checkable else float("nan"),
+        "radius_m": radius_m,
+        "examples": "; ".join(examples),
+    }
+
+
 def plot_outcomes(
     path: str | Path, outcomes: list[QueryOutcome], map_positions: np.ndarray, radius_m: float = 25.0
 ) -> Path:

@@ -60,17 +60,33 @@ def _prepare_output(output: Path) -> None:
     (output / ".netvlad_demo").touch()
 
 
-def _read_bag_images(bag: Path, topic: str) -> list[tuple[float, str, bytes]]:
-    """(header stamp seconds, format, JPEG bytes) of every CompressedImage on ``topic``."""
+def _read_bag(bag: Path, topics: tuple[str, ...]) -> list[tuple[str, float, object]]:
+    """(topic, header stamp seconds, deserialised message) on ``topics``, in bag order."""
     from rosbags.highlevel import AnyReader
 
     out = []
     with AnyReader([bag]) as reader:
-        conns = [c for c in reader.connections if c.topic == topic]
+        conns = [c for c in reader.connections if c.topic in topics]
         for conn, _t, raw in reader.messages(connections=conns):
             msg = reader.deserialize(raw, conn.msgtype)
-            stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-            out.append((stamp, msg.format, bytes(msg.data)))
+            out.append((conn.topic, msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, msg))
+    return out
+
+
+def _odometry(m: object, stamp: float):
+    """An rclpy Odometry from a rosbags-deserialised one (pose only: all the node reads)."""
+    from nav_msgs.msg import Odometry
+
+    from .conversions import sec_to_stamp
+
+    out = Odometry()
+    out.header.stamp = sec_to_stamp(stamp)
+    out.header.frame_id = m.header.frame_id
+    out.child_frame_id = m.child_frame_id
+    p, q = m.pose.pose.position, m.pose.pose.orientation
+    out.pose.pose.position.x, out.pose.pose.position.y, out.pose.pose.position.z = p.x, p.y, p.z
+    o = out.pose.pose.orientation
+    o.x, o.y, o.z, o.w = q.x, q.y, q.z, q.w
     return out
 
 
@@ -81,6 +97,7 @@ def run_demo(
     query_frames: int = 50,
     device: str = "auto",
     rate: float = 1.0,
+    slam: bool = True,
     startup_timeout_s: float = 240.0,
 ) -> dict:
     """Run the demo; returns the scored results (also written to ``output/demo_results.json``)."""
@@ -90,11 +107,11 @@ def run_demo(
     from sensor_msgs.msg import CompressedImage, PointCloud2
 
     from ..offline.build_map import FrameSource, build_map, format_summary
-    from ..offline.demo_report import QueryOutcome, plot_outcomes, score_outcomes
+    from ..offline.demo_report import QueryOutcome, plot_outcomes, score_loop_closures, score_outcomes
     from ..offline.synthetic_world import SyntheticWorld, WorldConfig, write_bag
     from .conversions import sec_to_stamp
     from .qos import qos_from_name
-    from .tables import HYPOTHESIS_DTYPE, pointcloud2_to_array
+    from .tables import HYPOTHESIS_DTYPE, LOOP_CLOSURE_DTYPE, pointcloud2_to_array
 
     if rate <= 0:
         raise ValueError(f"--rate must be positive, got {rate}")
@@ -143,7 +160,11 @@ def run_demo(
         # measured on a same-day indoor walk; across "days" in this world correct top-1
         # matches score 0.35-0.45 (eval-map's threshold sweep), so the demo sets 0.3 and
         # keeps the default margin test (min_confidence) as the guard against wrong places.
-        "-p", f"localizer.min_score:={DEMO_MIN_SCORE}",
+        # Loop closures likewise. Their geometric verification needs local features of both
+        # keyframes, and a map built offline stores thumbnails, not features, so in this
+        # multi-session phase it is off and the island/score tests decide (see the note printed).
+        "-p", f"localizer.min_score:={DEMO_MIN_SCORE}", "-p", f"loop_closure.min_score:={DEMO_MIN_SCORE}",
+        "-p", "loop_closure.geometric_verification:=false",
     ]  # fmt: skip
     _say(f"starting the node in its own process (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}): {' '.join(cmd[1:4])}")
     node_proc = subprocess.Popen(
@@ -157,6 +178,7 @@ def run_demo(
     rclpy.init(context=context)
     outcomes: dict[float, QueryOutcome] = {}
     diagnostics: dict[str, str] = {}
+    loop_rows: list[tuple] = []
     try:
         node = rclpy.create_node("netvlad_demo_player", context=context)
         executor = SingleThreadedExecutor(context=context)
@@ -179,6 +201,9 @@ def run_demo(
                 p = msg.pose.pose.position
                 o.accepted_position = np.array([p.x, p.y, p.z])
 
+        def on_loop_closures(msg: PointCloud2) -> None:
+            loop_rows.extend(pointcloud2_to_array(msg, LOOP_CLOSURE_DTYPE).tolist())
+
         def on_diag(msg) -> None:
             for status in msg.status:
                 if "netvlad" in status.name:
@@ -186,10 +211,14 @@ def run_demo(
 
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import PoseWithCovarianceStamped
+        from nav_msgs.msg import Odometry
+        from std_srvs.srv import SetBool
 
         node.create_subscription(PointCloud2, f"{NODE_FQN}/hypotheses", on_hypotheses, reliable)
         node.create_subscription(PoseWithCovarianceStamped, f"{NODE_FQN}/pose", on_pose, reliable)
         node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, reliable)
+        node.create_subscription(PointCloud2, f"{NODE_FQN}/loop_closures", on_loop_closures, reliable)
+        odom_pub = node.create_publisher(Odometry, "/odom", qos_from_name("reliable", 50))
 
         _say("waiting for the node to come up (it loads the model and the map)")
         deadline = time.monotonic() + startup_timeout_s
@@ -205,25 +234,49 @@ def run_demo(
             executor.spin_once(timeout_sec=0.2)
         executor.spin_once(timeout_sec=1.0)  # let matching settle
 
-        frames = _read_bag_images(query_bag, DEMO_IMAGE_TOPIC)
+        messages = _read_bag(query_bag, (DEMO_IMAGE_TOPIC, "/odom"))
         truth = {round(f.stamp, 6): f for f in query}
-        _say(f"replaying {len(frames)} query images over DDS at {rate:g}x real time")
-        t0_wall, t0_bag = time.perf_counter(), frames[0][0]
-        for stamp, fmt, data in frames:
-            due = t0_wall + (stamp - t0_bag) / rate
-            while (now := time.perf_counter()) < due:
-                executor.spin_once(timeout_sec=min(0.05, due - now))
-            msg = CompressedImage(format=fmt, data=data)
-            msg.header.stamp = sec_to_stamp(stamp)
-            msg.header.frame_id = "camera"
-            key = round(stamp, 6)
-            outcomes[key] = QueryOutcome(
-                stamp=stamp, true_position=truth[key].position, extras={"sent": time.perf_counter()}
+
+        def replay(speed: float, with_odom: bool, record: bool) -> None:
+            t0_wall, t0_bag = time.perf_counter(), messages[0][1]
+            for topic, stamp, m in messages:
+                due = t0_wall + (stamp - t0_bag) / speed
+                while (now := time.perf_counter()) < due:
+                    executor.spin_once(timeout_sec=min(0.05, due - now))
+                if topic == "/odom":
+                    if with_odom:  # a robot's odometry runs ahead of its camera: let it land first
+                        odom_pub.publish(_odometry(m, stamp))
+                        executor.spin_once(timeout_sec=0.05)
+                    continue
+                msg = CompressedImage(format=m.format, data=bytes(m.data))
+                msg.header.stamp = sec_to_stamp(stamp)
+                msg.header.frame_id = "camera"
+                if record:
+                    key = round(stamp, 6)
+                    outcomes[key] = QueryOutcome(
+                        stamp=stamp, true_position=truth[key].position, extras={"sent": time.perf_counter()}
+                    )
+                pub.publish(msg)
+            end = time.perf_counter() + 5.0
+            while time.perf_counter() < end:
+                executor.spin_once(timeout_sec=0.1)
+
+        n_images = sum(t == DEMO_IMAGE_TOPIC for t, _, _ in messages)
+        _say(f"localization: replaying {n_images} query images over DDS at {rate:g}x real time")
+        replay(rate, with_odom=False, record=True)
+
+        if slam:
+            _say(
+                "slam: switching the node to SLAM mode (~/set_slam_mode) and replaying the drive with odometry"
             )
-            pub.publish(msg)
-        end = time.perf_counter() + 5.0
-        while time.perf_counter() < end:
-            executor.spin_once(timeout_sec=0.1)
+            client = node.create_client(SetBool, f"{NODE_FQN}/set_slam_mode")
+            if not client.wait_for_service(timeout_sec=10.0):
+                raise RuntimeError("the node's ~/set_slam_mode service did not appear")
+            future = client.call_async(SetBool.Request(data=True))
+            executor.spin_until_future_complete(future, timeout_sec=10.0)
+            if future.result() is None or not future.result().success:
+                raise RuntimeError(f"~/set_slam_mode failed: {future.result()}")
+            replay(2.0 * rate, with_odom=True, record=False)
     finally:
         if node_proc.poll() is None:
             os.killpg(node_proc.pid, signal.SIGINT)
@@ -241,8 +294,12 @@ def run_demo(
                 os.environ[k] = v
 
     ordered = [outcomes[k] for k in sorted(outcomes)]
+    truth_positions = {round(f.stamp, 6): f.position for f in query}
     result = score_outcomes(ordered)
     result["map_keyframes"] = len(map_positions)
+    result["loop_closures"] = score_loop_closures(
+        loop_rows, truth_positions, dict(zip(db.ids.tolist(), map_positions, strict=True))
+    )
     result["node_diagnostics"] = diagnostics
     result["seconds"] = round(time.perf_counter() - t_demo, 1)
     plot = plot_outcomes(output / "demo_plot.png", ordered, map_positions)
@@ -271,6 +328,17 @@ def _print_report(r: dict) -> None:
     print(
         f"latency             p50 {r['latency_ms_p50']:.0f} ms, p95 {r['latency_ms_p95']:.0f} ms (publish -> hypotheses received)"
     )
+    lc = r["loop_closures"]
+    if lc["total"]:
+        print(
+            f"loop closures       {lc['total']} in SLAM mode ({lc['right']} right within {lc['radius_m']:g} m, "
+            f"{lc['verified']} geometrically verified), e.g. {lc['examples']}"
+        )
+        print(
+            "                    (verification is off in the demo: the offline map keeps no local features)"
+        )
+    else:
+        print("loop closures       none accepted in SLAM mode")
     if d:
         keys = [k for k in ("frames_skipped", "skipped", "device", "latency_p50_ms") if k in d]
         print("node diagnostics    " + ", ".join(f"{k}={d[k]}" for k in keys))
