@@ -60,7 +60,9 @@ def save_model(path: str | Path, net: PlaceNet, card: ModelCard) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
     tmp_weights = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(tensors, str(tmp_weights), metadata={"format": "pt", "producer": "netvlad_ros"})
+    # One metadata key only: safetensors writes a map, whose order is not fixed, and
+    # byte-identical files for identical weights keep checksums meaningful.
+    save_file(tensors, str(tmp_weights), metadata={"format": "pt"})
     card.weights_sha256 = sha256_file(tmp_weights)
     _replace_atomically(tmp_weights, path)
     card_file = card_path_for(path)

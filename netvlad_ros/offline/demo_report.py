@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .eval_map import recall_at_n
+from .recall import recall_at_n
 
 
 @dataclass

@@ -34,6 +34,7 @@ from ..mapdb import MapDatabase
 from .build_map import FrameSource, _make_extractor, open_frames
 from .image_codec import ImageDecodeError
 from .poses import BuildMapError
+from .recall import DEFAULT_NS, recall_at_n
 
 __all__ = [
     "DEFAULT_NS",
@@ -42,21 +43,6 @@ __all__ = [
     "precision_recall_sweep",
     "recall_at_n",
 ]
-
-DEFAULT_NS = (1, 5, 10, 20)
-
-
-def recall_at_n(correct: np.ndarray, ns: Sequence[int] = DEFAULT_NS, valid: np.ndarray | None = None) -> dict:
-    """Recall@N from a (Q, K) boolean matrix (``correct[q, r]``: the rank-r result of query q
-    is right). ``valid`` (Q,) selects the queries counted (default all). N beyond K uses all K."""
-    correct = np.asarray(correct, bool)
-    if correct.ndim != 2:
-        raise ValueError(f"correct must be a (queries, ranks) matrix, got shape {correct.shape}")
-    rows = correct if valid is None else correct[np.asarray(valid, bool)]
-    if len(rows) == 0:
-        return {int(n): float("nan") for n in ns}
-    hit_rank = np.where(rows.any(axis=1), rows.argmax(axis=1), np.iinfo(np.int64).max)
-    return {int(n): float(np.mean(hit_rank < n)) for n in ns}
 
 
 def precision_recall_sweep(scores: np.ndarray, correct: np.ndarray, n_positive: int) -> dict:

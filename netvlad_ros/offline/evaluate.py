@@ -29,6 +29,7 @@ from scipy.spatial import cKDTree
 from ..model import ModelCard, PlaceNet, build_network, load_model, resolve_device
 from .datasets import PlaceDataset, dataset_from_spec
 from .mining import describe_images
+from .recall import recall_at_n
 
 RECALL_NS = (1, 5, 10, 20)
 CURVE_MAX_N = 25
@@ -53,15 +54,14 @@ def recall_curve(
     index = faiss.IndexFlatIP(db.shape[1])
     index.add(db)
     _, top = index.search(qs, k)
-    answerable = [i for i, g in enumerate(gt) if len(g)]
-    hits = np.zeros(max_n, dtype=np.float64)
-    for i in answerable:
-        correct = np.isin(top[i], gt[i])
-        if correct.any():
-            first = int(np.argmax(correct))
-            hits[first:] += 1
-    hits[k:] = hits[k - 1] if k else 0  # fewer database images than N: recall saturates
-    return hits / max(len(answerable), 1), len(answerable)
+    correct = np.zeros((len(gt), max(k, 1)), dtype=bool)
+    for i, g in enumerate(gt):
+        if len(g) and k:
+            correct[i, :k] = np.isin(top[i], g)
+    valid = np.array([len(g) > 0 for g in gt], dtype=bool)
+    recall = recall_at_n(correct, range(1, max_n + 1), valid)  # N beyond k: recall saturates
+    curve = np.nan_to_num(np.array([recall[n] for n in range(1, max_n + 1)], dtype=np.float64))
+    return curve, int(valid.sum())
 
 
 def recalls_from_descriptors(
