@@ -16,7 +16,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     p.add_argument("--fp16", action="store_true", help="half precision (CUDA only)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="images per forward pass (default: 1 on CPU, 16 on CUDA)"
+    )
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
@@ -251,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--map-frames", type=int, default=120, help="frames of the mapping traversal (3 m apart)")
     p.add_argument("--query-frames", type=int, default=50, help="frames of the query traversal")
     p.add_argument("--rate", type=float, default=1.0, help="replay speed (1 = real time)")
-    p.add_argument("--no-slam", action="store_true", help="skip the SLAM phase (loop closures against the map)")
+    p.add_argument(
+        "--no-slam", action="store_true", help="skip the SLAM phase (loop closures against the map)"
+    )
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_demo)
     return parser

@@ -123,6 +123,8 @@ def lite0_imagenet_state_dict(last_stage: int) -> dict[str, torch.Tensor]:
     n_blocks = sum(s[0] for s in LITE0_STAGES[:last_stage])
     keep = {}
     for key, value in state.items():
-        if key.startswith(("_conv_stem.", "_bn0.")) or (key.startswith("_blocks.") and int(key.split(".")[1]) < n_blocks):
+        if key.startswith(("_conv_stem.", "_bn0.")) or (
+            key.startswith("_blocks.") and int(key.split(".")[1]) < n_blocks
+        ):
             keep[key] = value
     return keep

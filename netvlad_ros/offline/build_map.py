@@ -352,7 +352,7 @@ def make_thumbnail(image: np.ndarray, width: int = 160, quality: int = 80) -> by
     return buf.tobytes()
 
 
-def _make_extractor(model: str | Path | None, device: str, batch_size: int, fp16: bool = False) -> Any:
+def _make_extractor(model: str | Path | None, device: str, batch_size: int | None, fp16: bool = False) -> Any:
     from ..model import DescriptorExtractor
 
     return DescriptorExtractor(model, device=device, fp16=fp16, batch_size=batch_size)
@@ -368,7 +368,7 @@ def build_map(
     model: str | Path | None = None,
     device: str = "auto",
     fp16: bool = False,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     extractor: Any = None,
     index_config: IndexConfig | None = None,
     thumbnail_width: int = 160,
@@ -386,7 +386,7 @@ def build_map(
     decoding and thumbnails), ``network_seconds``, ``write_seconds``, ``device``,
     ``dim``, ``model_fingerprint``, ``origin``, ``frame_id``, ``notes``.
     """
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise BuildMapError(f"batch_size must be >= 1, got {batch_size}")
     selector = KeyframeSelector(keyframe_distance_m, keyframe_angle_deg, keyframe_interval_s)
     t_start = time.perf_counter()
@@ -453,7 +453,7 @@ def build_map(
                 )
             )
             batch_img.append(image)
-            if len(batch_img) >= batch_size:
+            if len(batch_img) >= ex.batch_size:
                 flush()
                 bar.set_postfix(keyframes=len(db))
         flush()
@@ -572,7 +572,9 @@ def add_build_map_arguments(parser: Any) -> None:
     m.add_argument("--model", type=Path, default=None, help="model file (.safetensors); default: built-in")
     m.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     m.add_argument("--fp16", action="store_true", help="half precision (CUDA only)")
-    m.add_argument("--batch-size", type=int, default=8)
+    m.add_argument(
+        "--batch-size", type=int, default=None, help="images per forward pass (default: 1 on CPU, 16 on CUDA)"
+    )
     parser.add_argument("--thumbnail-width", type=int, default=160)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 

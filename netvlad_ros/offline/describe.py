@@ -22,7 +22,7 @@ def describe_folder(
     folder: str | Path,
     out: str | Path,
     extractor: DescriptorExtractor,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     progress: bool = True,
 ) -> dict:
     """Describe every image under ``folder`` into ``out``; returns a summary dict.
@@ -35,8 +35,9 @@ def describe_folder(
     descriptors, kept, skipped = [], [], []
     t0 = time.perf_counter()
     bar = tqdm(total=len(files), unit="img", desc="describe", disable=not progress)
-    for start in range(0, len(files), batch_size):
-        chunk = files[start : start + batch_size]
+    step = batch_size or extractor.batch_size
+    for start in range(0, len(files), step):
+        chunk = files[start : start + step]
         images = []
         for path in chunk:
             try:

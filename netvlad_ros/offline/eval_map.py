@@ -72,7 +72,9 @@ def precision_recall_sweep(scores: np.ndarray, correct: np.ndarray, n_positive: 
     }
 
 
-def describe_source(source: FrameSource, extractor: Any, batch_size: int = 8, progress: bool = False) -> dict:
+def describe_source(
+    source: FrameSource, extractor: Any, batch_size: int | None = None, progress: bool = False
+) -> dict:
     """Decode and describe every frame of ``source`` (frames without a pose are kept only when
     ``source.require_poses`` is False). Returns arrays: ``descriptors`` (Q, D), ``positions``
     (Q, 3) (NaN without a pose), ``stamps``, ``indices`` (frame index in the input),
@@ -102,7 +104,7 @@ def describe_source(source: FrameSource, extractor: Any, batch_size: int = 8, pr
             stamps.append(frame.stamp)
             idx.append(frame.index)
             srcs.append(frame.source)
-            if len(imgs) >= batch_size:
+            if len(imgs) >= (batch_size or extractor.batch_size):
                 flush()
         flush()
     if not idx:
@@ -148,7 +150,7 @@ def eval_map(
     model: str | Path | None = None,
     device: str = "auto",
     fp16: bool = False,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     extractor: Any = None,
     progress: bool = True,
 ) -> dict:
@@ -278,7 +280,9 @@ def add_eval_map_arguments(parser: Any) -> None:
     parser.add_argument("--model", type=Path, default=None, help="model file (must be the map's model)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--fp16", action="store_true")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="images per forward pass (default: 1 on CPU, 16 on CUDA)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
