@@ -70,21 +70,32 @@ def score_loop_closures(
     ``rows`` are LOOP_CLOSURE_DTYPE tuples (query_id, match_id, query_stamp,
     match_stamp, score, inliers, ..., verified). A closure is right when the
     matched map keyframe lies within ``radius_m`` of where the camera really
-    was at ``query_stamp``. Closures whose match is not a map keyframe (one
-    added during the same drive) are counted but cannot be checked here.
+    was at ``query_stamp``; a match added earlier in the same drive is located
+    by its stamp. Closures whose match cannot be located are counted, unchecked.
     """
     right = checkable = verified = 0
     examples = []
     for row in rows:
-        qid, mid, qstamp, score, inliers, ver = row[0], row[1], row[2], row[4], row[5], row[-1]
+        qid, mid, qstamp, mstamp, score, inliers, ver = (
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            row[5],
+            row[-1],
+        )
         verified += bool(ver)
-        qpos, mpos = query_positions.get(round(qstamp, 6)), map_positions.get(int(mid))
+        qpos = query_positions.get(round(qstamp, 6))
+        mpos = map_positions.get(int(mid))
+        if mpos is None:  # a keyframe added earlier in the same drive
+            mpos = query_positions.get(round(mstamp, 6))
         if qpos is not None and mpos is not None:
             checkable += 1
             ok = float(np.linalg.norm(qpos[:2] - mpos[:2])) <= radius_m
             right += ok
             if len(examples) < 3:
-                examples.append(f"kf {qid} -> map kf {mid} (score {score:.2f}, {inliers} inliers)")
+                examples.append(f"keyframe {qid} -> {mid} (score {score:.2f}, {inliers} inliers)")
     return {
         "total": len(rows),
         "checkable": checkable,

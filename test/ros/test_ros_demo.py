@@ -20,6 +20,8 @@ def test_demo_small(tmp_path):
     if result["accepted"]:
         assert result["accepted_precision"] == 1.0
     assert result["map_keyframes"] >= 20
+    lc = result["loop_closures"]  # the SLAM drive round a block closes its loop, and only there
+    assert lc["total"] >= 1 and lc["right"] == lc["checkable"] == lc["total"]
     png = (out / "demo_plot.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     saved = json.loads((out / "demo_results.json").read_text())
