@@ -5,6 +5,10 @@ Nothing here is mocked: images are real uint8 arrays drawn with OpenCV.
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -44,3 +48,28 @@ def rtabmap_or_skip() -> Path:
             f"real-image data not found at {RTABMAP} (only present beside the project's own checkout)"
         )
     return RTABMAP
+
+
+def colcon_build_workspace(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """Copy the repository into ``tmp_path/ws/src`` and ``colcon build`` it with the venv's colcon.
+
+    Returns the workspace and the environment to run its ``install/`` with (the venv on
+    PATH and VIRTUAL_ENV set). Skips when colcon is not installed; fails with colcon's
+    output when the build fails.
+    """
+    venv_bin = Path(sys.executable).parent
+    if shutil.which("colcon", path=str(venv_bin)) is None:
+        pytest.skip("colcon is not installed in this venv")
+    ws = tmp_path / "ws"
+    ignore = shutil.ignore_patterns(
+        ".venv", ".git", "build", "install", "log", "*.egg-info", "__pycache__", ".*cache"
+    )
+    shutil.copytree(REPO, ws / "src" / "netvlad_ros", ignore=ignore)
+    env = {**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}", "VIRTUAL_ENV": str(venv_bin.parent)}
+    env.pop("PYTHONPATH", None)
+    build = subprocess.run(
+        [str(venv_bin / "colcon"), "build", "--event-handlers", "console_direct-"],
+        cwd=ws, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    return ws, env

@@ -9,8 +9,6 @@ the installed executables from ``lib/netvlad_ros`` (the ``ros2 run`` layout).
 from __future__ import annotations
 
 import ast
-import os
-import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -18,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from support import REPO
+from support import REPO, colcon_build_workspace
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -50,24 +48,7 @@ def test_setup_py_installs_share_files():
 
 @pytest.mark.slow
 def test_colcon_build_and_installed_scripts(tmp_path):
-    if shutil.which("colcon", path=str(VENV_BIN)) is None:
-        pytest.skip("colcon is not installed in this venv")
-    src = tmp_path / "ws" / "src" / "netvlad_ros"
-    ignore = shutil.ignore_patterns(
-        ".venv", ".git", "build", "install", "log", "*.egg-info", "__pycache__", ".*cache"
-    )
-    shutil.copytree(REPO, src, ignore=ignore)
-    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "VIRTUAL_ENV": str(VENV_BIN.parent)}
-    ws = tmp_path / "ws"
-    build = subprocess.run(
-        [str(VENV_BIN / "colcon"), "build", "--event-handlers", "console_direct-"],
-        cwd=ws,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    ws, env = colcon_build_workspace(tmp_path)
     prefix = ws / "install" / "netvlad_ros"
     for sub in ("launch", "config", "models"):
         assert (prefix / "share" / "netvlad_ros" / sub).is_dir(), sub

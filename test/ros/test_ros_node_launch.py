@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ast
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from support import colcon_build_workspace
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH = REPO / "launch" / "localize.launch.py"
@@ -168,25 +169,7 @@ def test_startup_errors_exit_2_with_a_clear_message(ros_child, small_model, tmp_
 def test_colcon_installed_node_serves(tmp_path, ros_env, node_map, node_client, scenes):
     from netvlad_ros.ros.conversions import sec_to_stamp, stamp_to_ns
 
-    if shutil.which("colcon", path=str(VENV_BIN)) is None:
-        pytest.skip("colcon is not installed in this venv")
-    src = tmp_path / "ws" / "src" / "netvlad_ros"
-    ignore = shutil.ignore_patterns(
-        ".venv", ".git", "build", "install", "log", "*.egg-info", "__pycache__", ".*cache"
-    )
-    shutil.copytree(REPO, src, ignore=ignore)
-    ws = tmp_path / "ws"
-    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "VIRTUAL_ENV": str(VENV_BIN.parent)}
-    env.pop("PYTHONPATH", None)
-    build = subprocess.run(
-        [str(VENV_BIN / "colcon"), "build", "--event-handlers", "console_direct-"],
-        cwd=ws,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    ws, env = colcon_build_workspace(tmp_path)
     exe = ws / "install" / "netvlad_ros" / "lib" / "netvlad_ros" / "localize_node"
     assert exe.is_file()
     params = ws / "install" / "netvlad_ros" / "share" / "netvlad_ros" / "config" / "localize.yaml"
