@@ -44,13 +44,13 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--model", type=Path, default=None, help="default: the built-in model")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=None, help="default: 1 on CPU, 16 on CUDA")
     args = ap.parse_args()
 
     world = SyntheticWorld(WorldConfig(seed=0, width=args.width, height=args.height))
     frames = world.traversal("mapping", spacing_m=2.0, max_frames=args.frames)
     ex = DescriptorExtractor(args.model, device=args.device, batch_size=args.batch_size)
-    ex([frames[0].image] * min(args.batch_size, len(frames)))  # warm-up (CUDA context, cudnn autotune)
+    ex([frames[0].image] * min(ex.batch_size, len(frames)))  # warm-up (CUDA context, cudnn autotune)
     tmp = Path(tempfile.mkdtemp(prefix="bench_build_map_"))
     rows = []
     try:
@@ -85,7 +85,7 @@ def main() -> None:
     )
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"device {ex.device} {gpu}; model {ex.card.name} ({ex.dim}-D); {args.width}x{args.height} images, "
-          f"batch {args.batch_size}")  # fmt: skip
+          f"batch {ex.batch_size}")  # fmt: skip
     print()
     print(
         "| storage | image | images | build img/s | read+decode only img/s | read % | decode+thumb % | network % |"
