@@ -27,10 +27,10 @@ test: venv
 
 lint: venv
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/ruff format --check netvlad_ros test benchmarks launch
 
 format: venv
-	$(BIN)/ruff format .
+	$(BIN)/ruff format netvlad_ros test benchmarks launch
 	$(BIN)/ruff check --fix .
 
 bench: venv
