@@ -108,15 +108,26 @@ def score_loop_closures(
 
 
 def plot_outcomes(
-    path: str | Path, outcomes: list[QueryOutcome], map_positions: np.ndarray, radius_m: float = 25.0
+    path: str | Path,
+    outcomes: list[QueryOutcome],
+    map_positions: np.ndarray,
+    radius_m: float = 25.0,
+    loop_rows: list[tuple] | None = None,
+    loop_positions: dict[float, np.ndarray] | None = None,
 ) -> Path:
-    """Top-down plot: map keyframes, the query trajectory, top-1 matches coloured right/wrong."""
+    """Top-down plot: map keyframes, the query trajectory, top-1 matches coloured right/wrong;
+    with ``loop_positions`` (stamp -> true position of the SLAM drive) a second panel draws
+    that drive and its loop closures (``loop_rows``: LOOP_CLOSURE_DTYPE tuples)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 8))
+    if loop_positions:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(16, 7.5))
+        _plot_loop_closures(ax2, loop_rows or [], loop_positions)
+    else:
+        fig, ax = plt.subplots(figsize=(9, 8))
     ax.scatter(map_positions[:, 0], map_positions[:, 1], s=10, c="0.7", label="map keyframes")
     traj = np.array([o.true_position for o in outcomes])
     if len(traj):
@@ -160,3 +171,21 @@ def plot_outcomes(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _plot_loop_closures(ax, rows: list[tuple], positions: dict[float, np.ndarray]) -> None:
+    """The SLAM drive and a line per loop closure between the two true keyframe positions."""
+    traj = np.array([positions[k] for k in sorted(positions)])
+    ax.plot(traj[:, 0], traj[:, 1], c="tab:blue", lw=1, alpha=0.7, label="SLAM drive (odometry)")
+    ax.scatter(traj[:1, 0], traj[:1, 1], s=40, c="k", marker="^", label="start")
+    first = True
+    for row in rows:
+        a, b = positions.get(round(row[2], 6)), positions.get(round(row[3], 6))
+        if a is None or b is None:
+            continue
+        ax.plot([a[0], b[0]], [a[1], b[1]], c="tab:orange", lw=2, label="loop closure" if first else None)
+        ax.scatter([a[0], b[0]], [a[1], b[1]], s=12, c="tab:orange")
+        first = False
+    ax.set(xlabel="east (m)", ylabel="north (m)", title=f"SLAM mode: {len(rows)} loop closures")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.legend(loc="best", fontsize=8)

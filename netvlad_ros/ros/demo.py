@@ -320,7 +320,10 @@ def run_demo(
     result["loop_closures"]["drive_keyframes"] = diagnostics.get("slam", {}).get("keyframes_added")
     result["node_diagnostics"] = diagnostics
     result["seconds"] = round(time.perf_counter() - t_demo, 1)
-    result["plot"] = str(plot_outcomes(output / "demo_plot.png", ordered, map_positions))
+    plot = plot_outcomes(
+        output / "demo_plot.png", ordered, map_positions, loop_rows=loop_rows, loop_positions=loop_truth
+    )
+    result["plot"] = str(plot)
     (output / "demo_results.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     _print_report(result)
     return result
