@@ -10,17 +10,6 @@ from pathlib import Path
 from . import __version__
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model", type=Path, default=None, help="model file (.safetensors); default: built-in model"
-    )
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
-    p.add_argument("--fp16", action="store_true", help="half precision (CUDA only)")
-    p.add_argument(
-        "--batch-size", type=int, default=None, help="images per forward pass (default: 1 on CPU, 16 on CUDA)"
-    )
-
-
 def cmd_describe(args: argparse.Namespace) -> int:
     from .model import DescriptorExtractor
     from .offline.describe import describe_folder
@@ -157,6 +146,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .offline.build_map import add_build_map_arguments, add_model_arguments
+
     parser = argparse.ArgumentParser(
         prog="netvlad-ros", description="NetVLAD visual place recognition for ROS 2"
     )
@@ -167,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", type=Path)
     p.add_argument("-o", "--output", type=Path, default=Path("descriptors.npz"))
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    _add_model_args(p)
+    add_model_arguments(p)
     p.set_defaults(func=cmd_describe)
 
     p = sub.add_parser("init-clusters", help="new model: NetVLAD centres by k-means on a folder of images")
@@ -211,7 +202,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-whitening", action="store_true", help="MATLAB: drop the 4096-D whitening layer")
     p.set_defaults(func=cmd_convert)
 
-    from .offline.build_map import add_build_map_arguments
     from .offline.eval_map import add_eval_map_arguments
 
     p = sub.add_parser(

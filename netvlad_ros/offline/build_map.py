@@ -20,6 +20,7 @@ thumbnails in the map-database format. The CSV format and the CLI: docs/build_ma
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -253,7 +254,7 @@ def open_frames(src: FrameSource) -> Iterator[FrameStream]:
 
         def frames() -> Iterator[PosedFrame]:
             seq = [first] if first is not None else []
-            for item in _chain(seq, images):
+            for item in itertools.chain(seq, images):
                 if resolver is None:
                     ok, p, q, lla = False, np.full(3, np.nan), np.full(4, np.nan), None
                 else:
@@ -272,11 +273,6 @@ def open_frames(src: FrameSource) -> Iterator[FrameStream]:
 
         stream.frames = frames()
         yield stream
-
-
-def _chain(first: list, rest: Iterator) -> Iterator:
-    yield from first
-    yield from rest
 
 
 def _folder_stream(src: FrameSource, table: PoseTable | None) -> FrameStream:
@@ -558,6 +554,18 @@ def source_from_args(args: Any, require_poses: bool = True) -> FrameSource:
     )
 
 
+def add_model_arguments(parser: Any) -> None:
+    """``--model --device --fp16 --batch-size``: the extractor options every describing command takes."""
+    parser.add_argument(
+        "--model", type=Path, default=None, help="model file (.safetensors); default: built-in"
+    )
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    parser.add_argument("--fp16", action="store_true", help="half precision (CUDA only)")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="images per forward pass (default: 1 on CPU, 16 on CUDA)"
+    )
+
+
 def add_build_map_arguments(parser: Any) -> None:
     """All ``build-map`` options (call :func:`build_map_from_args` with the parsed namespace)."""
     parser.add_argument("output", type=Path, help="map directory to write")
@@ -568,13 +576,7 @@ def add_build_map_arguments(parser: Any) -> None:
     k.add_argument(
         "--kf-interval", type=float, default=-1.0, help="seconds since the last keyframe (<0: off)"
     )
-    m = parser.add_argument_group("model")
-    m.add_argument("--model", type=Path, default=None, help="model file (.safetensors); default: built-in")
-    m.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
-    m.add_argument("--fp16", action="store_true", help="half precision (CUDA only)")
-    m.add_argument(
-        "--batch-size", type=int, default=None, help="images per forward pass (default: 1 on CPU, 16 on CUDA)"
-    )
+    add_model_arguments(parser.add_argument_group("model"))
     parser.add_argument("--thumbnail-width", type=int, default=160)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -270,19 +270,14 @@ def _plot(
 
 def add_eval_map_arguments(parser: Any) -> None:
     """All ``eval-map`` options (call :func:`eval_map_from_args` with the parsed namespace)."""
-    from .build_map import add_source_arguments
+    from .build_map import add_model_arguments, add_source_arguments
 
     parser.add_argument("map", type=Path, help="map directory")
     add_source_arguments(parser)
     parser.add_argument("--radius", type=float, default=25.0, help="a match is right within this many metres")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--plot", type=Path, default=None, help="write the plots (PNG) here")
-    parser.add_argument("--model", type=Path, default=None, help="model file (must be the map's model)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--fp16", action="store_true")
-    parser.add_argument(
-        "--batch-size", type=int, default=None, help="images per forward pass (default: 1 on CPU, 16 on CUDA)"
-    )
+    add_model_arguments(parser)  # --model must be the map's model (checked against its fingerprint)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
