@@ -21,9 +21,8 @@ from pathlib import Path
 import torch
 
 from netvlad_ros.model import DescriptorExtractor
-from netvlad_ros.offline.bag_writer import write_bag
 from netvlad_ros.offline.build_map import FrameSource, build_map, open_frames
-from netvlad_ros.offline.synthetic_world import SyntheticWorld, WorldConfig
+from netvlad_ros.synthetic import SyntheticWorld, WorldConfig, write_bag
 
 
 def io_rate(src: FrameSource) -> float:

@@ -1,2 +1,3 @@
-"""Offline tools: bag reading/writing, map building, training, evaluation and a
-deterministic synthetic world for demos and tests. No ROS imports here."""
+"""Offline tools: bag reading, pose sources, map building, evaluation and training.
+No ROS imports here. Test-data generators (synthetic world, bag writer) live in
+:mod:`netvlad_ros.synthetic`."""

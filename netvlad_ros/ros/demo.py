@@ -144,7 +144,7 @@ def run_demo(
     from ..mapdb import MapDatabase
     from ..offline.build_map import FrameSource, build_map, format_summary
     from ..offline.demo_report import QueryOutcome, plot_outcomes, score_loop_closures, score_outcomes
-    from ..offline.synthetic_world import SyntheticWorld, WorldConfig, write_bag
+    from ..synthetic import SyntheticWorld, WorldConfig, write_bag
     from .conversions import sec_to_stamp
     from .qos import qos_from_name
     from .tables import HYPOTHESIS_DTYPE, LOOP_CLOSURE_DTYPE, pointcloud2_to_array

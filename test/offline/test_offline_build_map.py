@@ -15,11 +15,11 @@ import pytest
 from test_offline_bags import BagBuilder, pattern, yaw_q
 
 from netvlad_ros.mapdb import MapDatabase
-from netvlad_ros.offline.bag_writer import write_bag
 from netvlad_ros.offline.bags import iter_bag_images, open_bag
 from netvlad_ros.offline.build_map import BuildMapError, FrameSource, build_map, format_summary
 from netvlad_ros.offline.eval_map import describe_source, recall_at_n
 from netvlad_ros.offline.image_codec import decode_image_msg
+from netvlad_ros.synthetic import write_bag
 
 from support import rtabmap_or_skip
 
@@ -33,7 +33,7 @@ def extractor(small_model):
 
 @pytest.fixture(scope="module")
 def world_frames():
-    from netvlad_ros.offline.synthetic_world import SyntheticWorld, WorldConfig
+    from netvlad_ros.synthetic import SyntheticWorld, WorldConfig
 
     world = SyntheticWorld(WorldConfig(seed=3, width=96, height=72))
     frames = world.traversal("mapping", spacing_m=2.0, max_frames=12)

@@ -31,7 +31,7 @@ MAX_SIDE = 96
 
 @pytest.fixture(scope="module")
 def place_sets() -> tuple[PlaceDataset, PlaceDataset]:
-    from netvlad_ros.offline.synthetic_world import SyntheticWorld, WorldConfig
+    from netvlad_ros.synthetic import SyntheticWorld, WorldConfig
 
     world = SyntheticWorld(WorldConfig(seed=0, width=160, height=120))
     mapping = world.traversal("mapping", spacing_m=8.0, max_frames=2 * N_PLACES)

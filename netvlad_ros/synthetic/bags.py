@@ -1,7 +1,8 @@
 """Write camera frames with poses and GPS as a ROS 2 (MCAP / sqlite3) or ROS 1 bag.
 
 Why: demos and tests of the bag-reading pipeline need real bag files with
-known content. Uses the pure-Python ``rosbags`` library (no ROS install).
+known content. Frames are :class:`.frames.Frame` records (what
+:class:`.world.SyntheticWorld` renders). Uses the pure-Python ``rosbags`` library (no ROS install).
 Messages: sensor_msgs/msg/Image (bgr8) or sensor_msgs/msg/CompressedImage
 (JPEG), sensor_msgs/msg/NavSatFix and nav_msgs/msg/Odometry (pose in the local
 ENU "map" frame, child "base_link", forward speed in the twist).
@@ -12,13 +13,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cv2
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .synthetic_world import Frame
+from .frames import Frame
 
 __all__ = ["BAG_STORAGES", "write_bag"]
 

@@ -13,7 +13,7 @@ import pytest
 from pyproj import Geod
 
 from netvlad_ros.mapdb.geodesy import EnuFrame
-from netvlad_ros.offline.synthetic_world import (
+from netvlad_ros.synthetic import (
     Appearance,
     Frame,
     SyntheticWorld,

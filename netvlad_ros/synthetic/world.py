@@ -31,15 +31,13 @@ import cv2
 import numpy as np
 
 from ..mapdb.geodesy import EnuFrame
-from .bag_writer import write_bag
+from .frames import Frame
 
 __all__ = [
     "DEFAULT_ORIGIN",
     "Appearance",
-    "Frame",
     "SyntheticWorld",
     "WorldConfig",
-    "write_bag",
 ]
 
 DEFAULT_ORIGIN: tuple[float, float, float] = (47.3769, 8.5417, 408.0)  # Zurich: lat, lon, alt (WGS84)
@@ -148,28 +146,6 @@ class Appearance:
         for name, ok in checks:
             if not ok:
                 raise ValueError(f"Appearance.{name} is out of range: {getattr(self, name)!r}")
-
-
-@dataclass
-class Frame:
-    """One rendered camera frame with its ground truth.
-
-    ``position``: camera centre, ENU metres (3,). ``orientation``: base_link
-    quaternion (x, y, z, w) in ENU. ``latlonalt``: WGS84 of ``position``.
-    """
-
-    index: int
-    stamp: float
-    image: np.ndarray
-    position: np.ndarray
-    orientation: np.ndarray
-    latlonalt: tuple[float, float, float]
-
-    @property
-    def yaw(self) -> float:
-        """Heading in radians, from east counter-clockwise."""
-        x, y, z, w = self.orientation
-        return math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
 
 
 def yaw_to_quaternion(yaw: float) -> np.ndarray:
