@@ -14,12 +14,12 @@ images: about 500 ORB features take ~20 KB.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
+from netvlad_ros.config import check_fields, param
 from netvlad_ros.recognition.places import RecognitionParamError
 
 
@@ -31,34 +31,17 @@ class GeometryParams:
     images as given to ``extract``; None fits a fundamental matrix instead.
     """
 
-    feature: str = "orb"
-    max_features: int = 1000
-    ratio: float = 0.8
-    ransac_threshold_px: float = 1.0
-    ransac_confidence: float = 0.999
-    min_inliers: int = 25
+    feature: str = param("orb", "local features for verification: orb or sift", choices=("orb", "sift"))
+    max_features: int = param(1000, "local features extracted per image", range=(8, 100000))
+    ratio: float = param(0.8, "Lowe ratio test for feature matches", range=(1e-6, 1.0))
+    ransac_threshold_px: float = param(1.0, "RANSAC inlier threshold (pixels)", range=(1e-6, 1e4))
+    ransac_confidence: float = param(0.999, "RANSAC confidence", range=(1e-6, 1.0 - 1e-9))
+    min_inliers: int = param(25, "RANSAC inliers needed", range=(5, 100000))
     camera_matrix: tuple[float, ...] | None = None
 
     def validate(self) -> None:
         """Raise RecognitionParamError naming the first invalid field."""
-        if self.feature not in ("orb", "sift"):
-            raise RecognitionParamError(
-                f"GeometryParams.feature must be 'orb' or 'sift', got {self.feature!r}"
-            )
-        if self.max_features < 8:
-            raise RecognitionParamError(f"GeometryParams.max_features must be >= 8, got {self.max_features}")
-        if not 0 < self.ratio <= 1:
-            raise RecognitionParamError(f"GeometryParams.ratio must be in (0, 1], got {self.ratio}")
-        if not (math.isfinite(self.ransac_threshold_px) and self.ransac_threshold_px > 0):
-            raise RecognitionParamError(
-                f"GeometryParams.ransac_threshold_px must be > 0, got {self.ransac_threshold_px}"
-            )
-        if not 0 < self.ransac_confidence < 1:
-            raise RecognitionParamError(
-                f"GeometryParams.ransac_confidence must be in (0, 1), got {self.ransac_confidence}"
-            )
-        if self.min_inliers < 5:
-            raise RecognitionParamError(f"GeometryParams.min_inliers must be >= 5, got {self.min_inliers}")
+        check_fields(self, error=RecognitionParamError)
         if self.camera_matrix is not None:
             k = np.asarray(self.camera_matrix, dtype=np.float64)
             if k.size != 9 or not np.isfinite(k).all() or abs(np.linalg.det(k.reshape(3, 3))) < 1e-12:

@@ -16,12 +16,12 @@ metric distance instead of keyframe adjacency since a prior map has poses).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from enum import Enum
 
 import numpy as np
 
+from netvlad_ros.config import check_fields, param
 from netvlad_ros.recognition.places import (
     Hypothesis,
     Place,
@@ -42,6 +42,9 @@ class LocalizationReason(str, Enum):
     SEQUENCE_WINDOW_INCOMPLETE = "sequence_window_incomplete"
 
 
+_BIG = 1e9  # "no upper bound" for a declared range
+
+
 @dataclass
 class LocalizerParams:
     """Localizer thresholds; defaults and the measurements behind them: docs/recognition.md.
@@ -50,40 +53,33 @@ class LocalizerParams:
     or 1 disables sequence matching (then scores are single-image cosines).
     """
 
-    top_k: int = 10
-    place_radius_m: float = 3.0
-    min_score: float = 0.85
-    min_confidence: float = 0.05
-    temporal_consistency: int = 1
-    temporal_max_distance_m: float = 5.0
-    temporal_max_gap_s: float = 3.0
-    sequence_length: int = 0
-    sequence_velocities: tuple[float, ...] = (0.5, 0.75, 1.0, 1.5, 2.0)
-    sequence_search_k: int = 50
+    top_k: int = param(10, "hypotheses retrieved per image (rows of ~/hypotheses)", range=(1, 1000))
+    place_radius_m: float = param(3.0, "hypotheses closer than this are one place", range=(0.0, _BIG))
+    min_score: float = param(0.85, "minimum cosine similarity of an accepted place", range=(-1.0, 1.0))
+    min_confidence: float = param(
+        0.05, "minimum confidence (normalized margin) of an accepted place", range=(0.0, 1.0)
+    )
+    temporal_consistency: int = param(1, "consecutive agreeing images needed (1 = off)", range=(1, 1000))
+    temporal_max_distance_m: float = param(5.0, "max distance between agreeing places", range=(0.0, _BIG))
+    temporal_max_gap_s: float = param(3.0, "max time between agreeing images", range=(0.0, _BIG))
+    sequence_length: int = param(0, "SeqSLAM-style sequence matching length (0 or 1 = off)", range=(0, 1000))
+    sequence_velocities: tuple[float, ...] = param(
+        (0.5, 0.75, 1.0, 1.5, 2.0), "sequence matching: map keyframes per query frame tried"
+    )
+    sequence_search_k: int = param(
+        50, "candidates per image for sequence matching (>= top_k)", range=(1, 100000)
+    )
 
     def validate(self) -> None:
         """Raise RecognitionParamError naming the first invalid field."""
-        if self.top_k < 1:
-            raise RecognitionParamError(f"LocalizerParams.top_k must be >= 1, got {self.top_k}")
-        for name in ("place_radius_m", "temporal_max_distance_m", "temporal_max_gap_s"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v >= 0):
-                raise RecognitionParamError(f"LocalizerParams.{name} must be finite and >= 0, got {v}")
-        for name in ("min_score", "min_confidence"):
-            v = getattr(self, name)
-            if not math.isfinite(v):
-                raise RecognitionParamError(f"LocalizerParams.{name} must be finite, got {v}")
-        if self.temporal_consistency < 1:
-            raise RecognitionParamError(
-                f"LocalizerParams.temporal_consistency must be >= 1, got {self.temporal_consistency}"
-            )
-        if self.sequence_length < 0:
-            raise RecognitionParamError(
-                f"LocalizerParams.sequence_length must be >= 0, got {self.sequence_length}"
-            )
+        check_fields(self, error=RecognitionParamError)
         if self.sequence_length >= 2 and self.sequence_search_k < self.top_k:
             raise RecognitionParamError(
                 f"LocalizerParams.sequence_search_k ({self.sequence_search_k}) must be >= top_k ({self.top_k})"
+            )
+        if any(v == 0 for v in self.sequence_velocities) or not self.sequence_velocities:
+            raise RecognitionParamError(
+                f"LocalizerParams.sequence_velocities must be non-empty and non-zero, got {self.sequence_velocities}"
             )
 
 

@@ -27,13 +27,13 @@ Every candidate that is not accepted is returned with the reason, for tuning.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import Enum
 
 import numpy as np
 
+from netvlad_ros.config import check_fields, param
 from netvlad_ros.recognition.geometry import GeometricVerifier, GeometryParams, ImageFeatures
 from netvlad_ros.recognition.places import KeyframeOrder, RecognitionParamError
 
@@ -50,6 +50,9 @@ class RejectReason(str, Enum):
     NOT_SELECTED = "not_selected"  # another member of the island was accepted or the budget ran out
 
 
+_BIG = 1e9  # "no upper bound" for a declared range
+
+
 @dataclass
 class LoopClosureParams:
     """Loop-closure thresholds; defaults and the measurements behind them: docs/recognition.md.
@@ -61,36 +64,27 @@ class LoopClosureParams:
     verification with ``geometry_unavailable``).
     """
 
-    top_k: int = 20
-    min_score: float = 0.85
-    exclusion_seconds: float = 20.0
-    exclusion_keyframes: int = 0
-    island_max_gap: int = 2
-    temporal_consistency: int = 1
-    consistency_max_gap: int = 3
-    geometric_verification: bool = True
-    max_verified_candidates: int = 3
-    feature_store_size: int = 10000
+    top_k: int = param(20, "older keyframes retrieved per keyframe", range=(1, 1000))
+    min_score: float = param(0.85, "minimum cosine similarity of a candidate", range=(-1.0, 1.0))
+    exclusion_seconds: float = param(20.0, "keyframes younger than this are never matched", range=(0.0, _BIG))
+    exclusion_keyframes: int = param(0, "the last N keyframes are never matched", range=(0, 1_000_000))
+    island_max_gap: int = param(
+        2, "gap (keyframes) that still joins candidates into an island", range=(0, 100000)
+    )
+    temporal_consistency: int = param(
+        1, "consecutive keyframes whose islands must overlap (1 = off)", range=(1, 1000)
+    )
+    consistency_max_gap: int = param(3, "widening (keyframes) when comparing islands", range=(0, 100000))
+    geometric_verification: bool = param(True, "verify with local features + RANSAC")
+    max_verified_candidates: int = param(3, "island members verified at most", range=(1, 1000))
+    feature_store_size: int = param(
+        10000, "keyframes whose local features are kept in memory", range=(1, 100_000_000), read_only=True
+    )
     geometry: GeometryParams = field(default_factory=GeometryParams)
 
     def validate(self) -> None:
         """Raise RecognitionParamError naming the first invalid field."""
-        for name in ("top_k", "temporal_consistency", "max_verified_candidates", "feature_store_size"):
-            if getattr(self, name) < 1:
-                raise RecognitionParamError(
-                    f"LoopClosureParams.{name} must be >= 1, got {getattr(self, name)}"
-                )
-        for name in ("exclusion_keyframes", "island_max_gap", "consistency_max_gap"):
-            if getattr(self, name) < 0:
-                raise RecognitionParamError(
-                    f"LoopClosureParams.{name} must be >= 0, got {getattr(self, name)}"
-                )
-        if not (math.isfinite(self.exclusion_seconds) and self.exclusion_seconds >= 0):
-            raise RecognitionParamError(
-                f"LoopClosureParams.exclusion_seconds must be finite and >= 0, got {self.exclusion_seconds}"
-            )
-        if not math.isfinite(self.min_score):
-            raise RecognitionParamError(f"LoopClosureParams.min_score must be finite, got {self.min_score}")
+        check_fields(self, error=RecognitionParamError)
         self.geometry.validate()
 
 

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial import cKDTree
 
+from netvlad_ros.config import ConfigError
 
-class RecognitionParamError(ValueError):
+
+class RecognitionParamError(ConfigError):
     """A recognition parameter or input has an invalid value (the message names it)."""
 
 
