@@ -3,7 +3,7 @@
 Prints one table row per (size, dim, index): build time, single-query latency p50/p99,
 resident memory added by the map, serialised index size, and recall@1 against exact
 search. Data: trajectory-clustered synthetic descriptors with revisit queries
-(netvlad_ros.mapdb.synthetic), generated in chunks.
+(netvlad_ros.synthetic.descriptors), generated in chunks.
 
     .venv/bin/python benchmarks/bench_mapdb.py --sizes 10000 100000 --dims 256 4096
 
@@ -25,7 +25,7 @@ import faiss
 import numpy as np
 
 from netvlad_ros.mapdb import IndexConfig, Keyframe, MapDatabase
-from netvlad_ros.mapdb.synthetic import clustered_descriptors, revisit_queries
+from netvlad_ros.synthetic.descriptors import clustered_descriptors, revisit_queries
 
 
 def rss_mb() -> float:

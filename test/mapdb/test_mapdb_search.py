@@ -14,7 +14,7 @@ from netvlad_ros.mapdb import (
     MapModelMismatchError,
     UnknownKeyframeError,
 )
-from netvlad_ros.mapdb.synthetic import clustered_descriptors, revisit_queries
+from netvlad_ros.synthetic.descriptors import clustered_descriptors, revisit_queries
 
 
 def unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:

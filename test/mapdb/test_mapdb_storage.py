@@ -23,7 +23,7 @@ from netvlad_ros.mapdb import (
     MapNotFoundError,
     MapSchemaError,
 )
-from netvlad_ros.mapdb.synthetic import clustered_descriptors
+from netvlad_ros.synthetic.descriptors import clustered_descriptors
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["clustered_descriptors", "revisit_queries"]
+
 
 def _normalise(x: np.ndarray) -> np.ndarray:
     x /= np.linalg.norm(x, axis=-1, keepdims=True)
