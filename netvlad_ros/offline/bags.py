@@ -3,7 +3,7 @@ streams and pose streams, via the pure-Python ``rosbags`` library.
 
 Stamps: a message's ``header.stamp`` when it is non-zero, else the time the bag
 recorded it (``stamp_source="bag"`` always uses the recording time). Image decoding
-is :mod:`.image_codec` (the same code the ROS nodes use). Pose streams:
+is :mod:`netvlad_ros.sensors.image_codec` (the same code the ROS nodes use). Pose streams:
 ``sensor_msgs/NavSatFix`` (-> ENU metres via :mod:`netvlad_ros.mapdb.geodesy`),
 ``nav_msgs/Odometry``, ``geometry_msgs/PoseStamped`` and ``PoseWithCovarianceStamped``
 (-> :class:`.poses.PoseTrack`), and ``tf2_msgs/TFMessage`` on /tf and /tf_static
@@ -138,7 +138,7 @@ def _check_stamp_source(stamp_source: str) -> None:
 @dataclass
 class BagImage:
     """One image message: ``index`` (0-based position on its topic), ``stamp`` (s), the
-    header ``frame_id`` and the deserialised message (decode with ``image_codec``)."""
+    header ``frame_id`` and the deserialised message (decode with ``sensors.image_codec``)."""
 
     index: int
     stamp: float

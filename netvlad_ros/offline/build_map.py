@@ -34,8 +34,8 @@ from tqdm import tqdm
 
 from ..mapdb import IndexConfig, Keyframe, MapDatabase
 from ..mapdb.geodesy import EnuFrame
+from ..sensors.image_codec import ImageDecodeError, decode_image_msg
 from .bags import GpsTrack, iter_bag_images, open_bag, read_pose_topic, read_tf
-from .image_codec import ImageDecodeError, decode_image_msg
 from .image_folder import list_images, read_image
 from .poses import BuildMapError, KeyframeSelector, PoseTable, PoseTrack, parse_utm_filename, read_pose_csv
 

@@ -31,8 +31,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ..mapdb import MapDatabase
+from ..sensors.image_codec import ImageDecodeError
 from .build_map import FrameSource, _make_extractor, open_frames
-from .image_codec import ImageDecodeError
 from .poses import BuildMapError
 from .recall import DEFAULT_NS, recall_at_n
 

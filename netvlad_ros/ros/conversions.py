@@ -2,7 +2,7 @@
 
 Decoding (``image_msg_to_bgr``, ``compressed_msg_to_bgr``, :class:`ImageDecodeError`,
 the limits and :data:`SUPPORTED_ENCODINGS`) lives in the ROS-free
-:mod:`netvlad_ros.offline.image_codec` (bag tools need it without ROS) and is
+:mod:`netvlad_ros.sensors.image_codec` (bag tools need it without ROS) and is
 re-exported here; this module adds the message constructors and stamp helpers.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CompressedImage, Image
 
-from netvlad_ros.offline.image_codec import (
+from netvlad_ros.sensors.image_codec import (
     _ENCODINGS,
     MAX_IMAGE_PIXELS,
     MAX_IMAGE_SIDE,

@@ -18,7 +18,6 @@ from rosbags.typesys import Stores, get_typestore
 
 from netvlad_ros.offline.bags import bag_topics, iter_bag_images, open_bag, read_pose_topic, read_tf
 from netvlad_ros.offline.build_map import FrameSource, open_frames
-from netvlad_ros.offline.image_codec import ImageDecodeError, compressed_msg_to_bgr, decode_image_msg
 from netvlad_ros.offline.poses import (
     BuildMapError,
     PoseTrack,
@@ -27,6 +26,7 @@ from netvlad_ros.offline.poses import (
     read_pose_csv,
     select_keyframes,
 )
+from netvlad_ros.sensors.image_codec import ImageDecodeError, compressed_msg_to_bgr, decode_image_msg
 
 STORAGES = ("mcap", "sqlite3", "ros1")
 
@@ -192,8 +192,8 @@ def test_codec_decodes_rosbags_messages_with_step_padding_and_png() -> None:
 
 def test_ros_conversions_reexports_the_codec() -> None:
     pytest.importorskip("sensor_msgs")
-    from netvlad_ros.offline import image_codec
     from netvlad_ros.ros import conversions
+    from netvlad_ros.sensors import image_codec
 
     assert conversions.image_msg_to_bgr is image_codec.image_msg_to_bgr
     assert conversions.ImageDecodeError is image_codec.ImageDecodeError

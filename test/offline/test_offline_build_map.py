@@ -18,7 +18,7 @@ from netvlad_ros.mapdb import MapDatabase
 from netvlad_ros.offline.bags import iter_bag_images, open_bag
 from netvlad_ros.offline.build_map import BuildMapError, FrameSource, build_map, format_summary
 from netvlad_ros.offline.eval_map import describe_source, recall_at_n
-from netvlad_ros.offline.image_codec import decode_image_msg
+from netvlad_ros.sensors.image_codec import decode_image_msg
 from netvlad_ros.synthetic import write_bag
 
 from support import rtabmap_or_skip

@@ -16,7 +16,6 @@ from builtin_interfaces.msg import Time
 from rosbags.image import image_to_cvimage
 from sensor_msgs.msg import CompressedImage, Image
 
-from netvlad_ros.offline.image_codec import DECODE_ERROR_REASONS
 from netvlad_ros.ros.conversions import (
     SUPPORTED_ENCODINGS,
     ImageDecodeError,
@@ -29,6 +28,7 @@ from netvlad_ros.ros.conversions import (
     stamp_to_ns,
     stamp_to_sec,
 )
+from netvlad_ros.sensors.image_codec import DECODE_ERROR_REASONS
 
 
 def raw_msg(

@@ -3,15 +3,16 @@
 Works on anything with the ``sensor_msgs/Image`` fields (``encoding``, ``height``,
 ``width``, ``step``, ``is_bigendian``, ``data``) or the ``sensor_msgs/CompressedImage``
 fields (``format``, ``data``): rclpy messages and messages deserialised from bags by
-``rosbags`` alike (duck typing). It lives in ``offline/`` so that bag tools can use it
-without ROS; ``netvlad_ros.ros.conversions`` re-exports it for nodes.
+``rosbags`` alike (duck typing). It lives in ``sensors/`` so that the node and the bag
+tools share it without ROS; ``netvlad_ros.ros.conversions`` re-exports it for nodes.
 
 Why not cv_bridge: ROS 2's cv_bridge is not on PyPI and PyPI's ``cv-bridge`` is a
 ROS 1 port that is broken with numpy 2. ``rosbags-image`` is correct for unpadded
 images but ignores ``step`` (row padding), so raw images are laid out here with numpy
 (honouring ``step`` and ``is_bigendian``) and colour conversions are done by OpenCV.
 
-Every malformed message raises :class:`ImageDecodeError` (a ``ValueError``) whose
+Every malformed message raises :class:`ImageDecodeError` (a
+:class:`~netvlad_ros.sensors.errors.SensorError`, so a ``ValueError``) whose
 message names the field at fault, so a caller can log it and drop the frame instead
 of crashing on an ``IndexError`` deep inside numpy; its ``reason`` attribute (one of
 :data:`DECODE_ERROR_REASONS`) says what went wrong in a form a program can count on.
@@ -33,6 +34,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from .errors import SensorError
 
 __all__ = [
     "DECODE_ERROR_REASONS",
@@ -67,7 +70,7 @@ DECODE_ERROR_REASONS: tuple[str, ...] = (
 )
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(SensorError):
     """An image message cannot be turned into a BGR array (bad header, data or codec).
 
     ``reason`` is one of :data:`DECODE_ERROR_REASONS`, so callers classify the failure
