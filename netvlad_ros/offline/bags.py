@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .poses import BuildMapError, PoseTrack, TfBuffer, gps_to_local
+from ..sensors.poses import BuildMapError, PoseTrack, TfBuffer, gps_to_local
 
 __all__ = [
     "IMAGE_TYPES",

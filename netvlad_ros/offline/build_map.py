@@ -35,9 +35,16 @@ from tqdm import tqdm
 from ..mapdb import IndexConfig, Keyframe, MapDatabase
 from ..mapdb.geodesy import EnuFrame
 from ..sensors.image_codec import ImageDecodeError, decode_image_msg
+from ..sensors.poses import (
+    BuildMapError,
+    KeyframeSelector,
+    PoseTable,
+    PoseTrack,
+    parse_utm_filename,
+    read_pose_csv,
+)
 from .bags import GpsTrack, iter_bag_images, open_bag, read_pose_topic, read_tf
 from .image_folder import list_images, read_image
-from .poses import BuildMapError, KeyframeSelector, PoseTable, PoseTrack, parse_utm_filename, read_pose_csv
 
 __all__ = [
     "BuildMapError",

@@ -44,7 +44,6 @@ from sensor_msgs.msg import CompressedImage, Image, NavSatFix, NavSatStatus, Poi
 from std_srvs.srv import SetBool, Trigger
 from visualization_msgs.msg import MarkerArray
 
-from netvlad_ros.offline.poses import KeyframeSelector, PoseBuffer, PoseError, PoseOrderError
 from netvlad_ros.ros import messages
 from netvlad_ros.ros.conversions import (
     ImageDecodeError,
@@ -62,6 +61,7 @@ from netvlad_ros.ros.params import (
 )
 from netvlad_ros.ros.qos import latched_qos, qos_from_name
 from netvlad_ros.sensors.image_codec import DECODE_ERROR_REASONS
+from netvlad_ros.sensors.poses import KeyframeSelector, PoseBuffer, PoseError, PoseOrderError
 
 __all__ = ["NODE_NAME", "REJECT_REASONS", "LocalizeNode", "StartupError", "main"]
 

@@ -18,7 +18,8 @@ from rosbags.typesys import Stores, get_typestore
 
 from netvlad_ros.offline.bags import bag_topics, iter_bag_images, open_bag, read_pose_topic, read_tf
 from netvlad_ros.offline.build_map import FrameSource, open_frames
-from netvlad_ros.offline.poses import (
+from netvlad_ros.sensors.image_codec import ImageDecodeError, compressed_msg_to_bgr, decode_image_msg
+from netvlad_ros.sensors.poses import (
     BuildMapError,
     PoseTrack,
     TfBuffer,
@@ -26,7 +27,6 @@ from netvlad_ros.offline.poses import (
     read_pose_csv,
     select_keyframes,
 )
-from netvlad_ros.sensors.image_codec import ImageDecodeError, compressed_msg_to_bgr, decode_image_msg
 
 STORAGES = ("mcap", "sqlite3", "ros1")
 

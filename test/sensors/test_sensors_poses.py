@@ -1,4 +1,4 @@
-"""The live pose buffer and keyframe selector the node uses (offline/poses.py, no ROS).
+"""The live pose buffer and keyframe selector the node uses (sensors/poses.py, no ROS).
 
 Reference values are worked out by hand or computed independently with scipy's Slerp
 and numpy's interp, not with the code under test.
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation, Slerp
 
-from netvlad_ros.offline.poses import KeyframeSelector, PoseBuffer, PoseError, PoseOrderError, PoseTrack
+from netvlad_ros.sensors.poses import KeyframeSelector, PoseBuffer, PoseError, PoseOrderError, PoseTrack
 
 
 def yaw_q(deg: float) -> np.ndarray:
