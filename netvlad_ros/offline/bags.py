@@ -6,8 +6,9 @@ recorded it (``stamp_source="bag"`` always uses the recording time). Image decod
 is :mod:`netvlad_ros.sensors.image_codec` (the same code the ROS nodes use). Pose streams:
 ``sensor_msgs/NavSatFix`` (-> ENU metres via :mod:`netvlad_ros.mapdb.geodesy`),
 ``nav_msgs/Odometry``, ``geometry_msgs/PoseStamped`` and ``PoseWithCovarianceStamped``
-(-> :class:`.poses.PoseTrack`), and ``tf2_msgs/TFMessage`` on /tf and /tf_static
-(-> :class:`.poses.TfBuffer`). Every unusable input raises :class:`BuildMapError`.
+(-> :class:`netvlad_ros.sensors.poses.PoseTrack`), and ``tf2_msgs/TFMessage`` on /tf and
+/tf_static (-> :class:`.pose_sources.TfBuffer`). Every unusable input raises
+:class:`BuildMapError`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from ..sensors.poses import BuildMapError, PoseTrack, TfBuffer, gps_to_local
+from ..sensors.poses import PoseTrack
+from .errors import BuildMapError, sensor_errors_as_build_map_errors
+from .pose_sources import TfBuffer, gps_to_local
 
 __all__ = [
     "IMAGE_TYPES",
@@ -184,7 +187,8 @@ class GpsTrack:
         orientation: quaternions are identity."""
         xyz, origin = gps_to_local(self.latlonalt[:, 0], self.latlonalt[:, 1], self.latlonalt[:, 2], origin)
         quats = np.tile([0.0, 0.0, 0.0, 1.0], (len(xyz), 1))
-        return PoseTrack(self.times, xyz, quats, "map"), origin
+        with sensor_errors_as_build_map_errors():
+            return PoseTrack(self.times, xyz, quats, "map"), origin
 
 
 def read_pose_topic(reader: Any, topic: str, stamp_source: str = "header") -> PoseTrack | GpsTrack:
@@ -219,7 +223,8 @@ def read_pose_topic(reader: Any, topic: str, stamp_source: str = "header") -> Po
         raise BuildMapError(f"pose topic {topic!r} ({msgtype}) has no usable messages{why}")
     if msgtype == NAVSAT:
         return GpsTrack(np.array(times), np.array(values), dropped)
-    return PoseTrack(np.array(times), np.array(values), np.array(quats), frame_id.lstrip("/") or "map")
+    with sensor_errors_as_build_map_errors():
+        return PoseTrack(np.array(times), np.array(values), np.array(quats), frame_id.lstrip("/") or "map")
 
 
 def read_tf(reader: Any, topics: tuple[str, ...] = ("/tf", "/tf_static")) -> TfBuffer:

@@ -10,11 +10,11 @@ Inputs (one of):
 - an image folder with a CSV of poses keyed by file name or index, or with
   VPR-benchmark file names ``@utm_east@utm_north@zone@band@...@.jpg``.
 
-Each image gets its pose by interpolation (:class:`.poses.PoseTrack`); images without
-a pose within ``max_gap_s`` are skipped and counted. Keyframes are selected with
-:class:`.poses.KeyframeSelector` *before* decoding (non-keyframes are never decoded),
-described in batches by the extractor (GPU when available) and written with JPEG
-thumbnails in the map-database format. The CSV format and the CLI: docs/build_map.md.
+Each image gets its pose by interpolation (:class:`netvlad_ros.sensors.poses.PoseTrack`);
+images without a pose within ``max_gap_s`` are skipped and counted. Keyframes are
+selected with :class:`netvlad_ros.sensors.poses.KeyframeSelector` *before* decoding
+(non-keyframes are never decoded), described in batches by the extractor (GPU when
+available) and written with JPEG thumbnails in the map-database format. The CSV format and the CLI: docs/build_map.md.
 """
 
 from __future__ import annotations
@@ -35,16 +35,11 @@ from tqdm import tqdm
 from ..mapdb import IndexConfig, Keyframe, MapDatabase
 from ..mapdb.geodesy import EnuFrame
 from ..sensors.image_codec import ImageDecodeError, decode_image_msg
-from ..sensors.poses import (
-    BuildMapError,
-    KeyframeSelector,
-    PoseTable,
-    PoseTrack,
-    parse_utm_filename,
-    read_pose_csv,
-)
+from ..sensors.poses import KeyframeSelector, PoseTrack
 from .bags import GpsTrack, iter_bag_images, open_bag, read_pose_topic, read_tf
+from .errors import BuildMapError, sensor_errors_as_build_map_errors
 from .image_folder import list_images, read_image
+from .pose_sources import PoseTable, parse_utm_filename, read_pose_csv
 
 __all__ = [
     "BuildMapError",
@@ -379,7 +374,7 @@ def build_map(
 ) -> dict:
     """Build a map from ``source`` and save it to the directory ``output``; returns a summary.
 
-    Keyframes: see :class:`.poses.KeyframeSelector` (``keyframe_*`` thresholds, None
+    Keyframes: see :class:`netvlad_ros.sensors.poses.KeyframeSelector` (``keyframe_*`` thresholds, None
     disables one). ``extractor`` (a ``DescriptorExtractor``) overrides ``model`` /
     ``device`` / ``fp16`` / ``batch_size``. Summary keys: ``output``, ``pose_source``,
     ``images_read``, ``keyframes``, ``not_selected`` (had a pose but were too close to
@@ -391,7 +386,8 @@ def build_map(
     """
     if batch_size is not None and batch_size < 1:
         raise BuildMapError(f"batch_size must be >= 1, got {batch_size}")
-    selector = KeyframeSelector(keyframe_distance_m, keyframe_angle_deg, keyframe_interval_s)
+    with sensor_errors_as_build_map_errors():
+        selector = KeyframeSelector(keyframe_distance_m, keyframe_angle_deg, keyframe_interval_s)
     t_start = time.perf_counter()
     with open_frames(source) as stream:
         ex = extractor if extractor is not None else _make_extractor(model, device, batch_size, fp16)

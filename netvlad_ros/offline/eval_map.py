@@ -32,8 +32,8 @@ from tqdm import tqdm
 
 from ..mapdb import MapDatabase
 from ..sensors.image_codec import ImageDecodeError
-from ..sensors.poses import BuildMapError
 from .build_map import FrameSource, _make_extractor, open_frames
+from .errors import BuildMapError
 from .recall import DEFAULT_NS, recall_at_n
 
 __all__ = [

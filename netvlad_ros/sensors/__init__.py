@@ -1,6 +1,6 @@
 """What the live node and the offline tools share about sensor data, without ROS:
-image message decoding (:mod:`.image_codec`) and the errors of bad sensor data
-(:mod:`.errors`).
+image message decoding (:mod:`.image_codec`), timed poses, their interpolation and
+keyframe selection (:mod:`.poses`), and the errors of bad sensor data (:mod:`.errors`).
 
 May import only ``config``, ``mapdb.geodesy`` and third-party libraries; never
 ``offline/`` or ``ros/``, which both build on it.
@@ -17,6 +17,15 @@ from .image_codec import (
     decode_image_msg,
     image_msg_to_bgr,
 )
+from .poses import (
+    KeyframeSelector,
+    PoseBuffer,
+    PoseTrack,
+    interpolate_poses,
+    rotation_angle_deg,
+    select_keyframes,
+    unit_quaternions,
+)
 
 __all__ = [
     "DECODE_ERROR_REASONS",
@@ -24,10 +33,17 @@ __all__ = [
     "MAX_IMAGE_SIDE",
     "SUPPORTED_ENCODINGS",
     "ImageDecodeError",
+    "KeyframeSelector",
+    "PoseBuffer",
     "PoseError",
     "PoseOrderError",
+    "PoseTrack",
     "SensorError",
     "compressed_msg_to_bgr",
     "decode_image_msg",
     "image_msg_to_bgr",
+    "interpolate_poses",
+    "rotation_angle_deg",
+    "select_keyframes",
+    "unit_quaternions",
 ]

@@ -1,5 +1,5 @@
-"""netvlad_ros.offline.bags / poses / image_codec: bag reading, pose sources, interpolation,
-keyframe selection and the errors, on bags written here with rosbags in all three formats.
+"""netvlad_ros.offline.bags / pose_sources (+ sensors.image_codec): bag reading, pose sources,
+image decoding and the errors, on bags written here with rosbags in all three formats.
 
 Expected values are worked out by hand in the tests (or come from pyproj's geodesic,
 an independent computation), never from the code under test.
@@ -17,16 +17,11 @@ from pyproj import Geod
 from rosbags.typesys import Stores, get_typestore
 
 from netvlad_ros.offline.bags import bag_topics, iter_bag_images, open_bag, read_pose_topic, read_tf
-from netvlad_ros.offline.build_map import FrameSource, open_frames
+from netvlad_ros.offline.build_map import FrameSource, build_map, open_frames
+from netvlad_ros.offline.errors import BuildMapError
+from netvlad_ros.offline.pose_sources import TfBuffer, parse_utm_filename, read_pose_csv
+from netvlad_ros.sensors.errors import PoseError, SensorError
 from netvlad_ros.sensors.image_codec import ImageDecodeError, compressed_msg_to_bgr, decode_image_msg
-from netvlad_ros.sensors.poses import (
-    BuildMapError,
-    PoseTrack,
-    TfBuffer,
-    parse_utm_filename,
-    read_pose_csv,
-    select_keyframes,
-)
 
 STORAGES = ("mcap", "sqlite3", "ros1")
 
@@ -228,66 +223,6 @@ def test_images_from_all_storages_raw_and_compressed(tmp_path: Path, storage: st
     assert zero[0].stamp == pytest.approx(42.0)
 
 
-# ----------------------------------------------------------------------------- interpolation
-
-
-def test_pose_track_interpolation_by_hand() -> None:
-    # samples: t=0 at origin facing 0 deg; t=1 at (2,0,0) facing 90 deg; t=3 at (2,4,0) facing 90 deg
-    track = PoseTrack(
-        np.array([0.0, 1.0, 3.0]),
-        np.array([[0, 0, 0], [2, 0, 0], [2, 4, 0]], float),
-        np.array([yaw_q(0), yaw_q(90), yaw_q(90)]),
-    )
-    p, q, ok = track.interpolate(np.array([0.5, 2.0, 3.0, -0.5, 4.5, 0.25]), max_gap_s=1.0)
-    assert ok.tolist() == [True, True, True, True, False, True]
-    assert p[0] == pytest.approx([1.0, 0.0, 0.0])
-    assert np.allclose(np.abs(q[0] @ np.array(yaw_q(45))), 1.0)  # slerp halfway: 45 deg
-    assert p[5] == pytest.approx([0.5, 0.0, 0.0])
-    assert np.allclose(np.abs(q[5] @ np.array(yaw_q(22.5))), 1.0)
-    assert p[1] == pytest.approx([2.0, 2.0, 0.0])
-    assert p[2] == pytest.approx([2.0, 4.0, 0.0])
-    assert p[3] == pytest.approx([0.0, 0.0, 0.0])  # before the first sample: hold, no extrapolation
-    assert np.isnan(p[4]).all()
-    # t=2 is 1 s from both neighbours: a 0.9 s gap is too short
-    _, _, ok = track.interpolate(2.0, max_gap_s=0.9)
-    assert not ok[0]
-    # exactly on a sample is always fine
-    _, _, ok = track.interpolate(1.0, max_gap_s=0.0)
-    assert ok[0]
-
-
-def test_keyframe_selection_by_hand() -> None:
-    ident = np.tile(yaw_q(0), (6, 1))
-    x = np.array([0.0, 0.4, 0.9, 1.0, 1.5, 2.1])
-    pos = np.stack([x, np.zeros(6), np.zeros(6)], axis=1)
-    t = np.zeros(6)
-    # every 1 m: 0 (first), 1.0 (1.0 from 0), 2.1 (1.1 from 1.0)
-    assert select_keyframes(t, pos, ident, 1.0, None, None).tolist() == [
-        True,
-        False,
-        False,
-        True,
-        False,
-        True,
-    ]
-    # every 15 deg: 0 (first), 20 (20 from 0), 40 (20 from 20); 10 and 30 are 10 away
-    q = np.array([yaw_q(a) for a in (0, 10, 20, 30, 40)])
-    z = np.zeros((5, 3))
-    assert select_keyframes(np.zeros(5), z, q, None, 15.0, None).tolist() == [True, False, True, False, True]
-    # every 2 s: 0, 2, 4.5
-    st = np.array([0.0, 1.0, 2.0, 3.0, 4.5])
-    assert select_keyframes(st, z, np.tile(yaw_q(0), (5, 1)), None, None, 2.0).tolist() == [
-        True, False, True, False, True,
-    ]  # fmt: skip
-    # ANY threshold: distance 5 m never, angle 15 deg at frame 2, time 2 s at frame 3 (2 s after frame... 0?)
-    # frames: t 0,1,2,3 ; yaw 0,0,20,20 -> 0 first, 2 by angle, then frame 3 is 1 s and 0 deg from frame 2
-    q4 = np.array([yaw_q(a) for a in (0, 0, 20, 20)])
-    mask = select_keyframes(np.array([0.0, 1.0, 2.0, 3.0]), np.zeros((4, 3)), q4, 5.0, 15.0, 2.0)
-    assert mask.tolist() == [True, False, True, False]
-    # no thresholds: every frame
-    assert select_keyframes(np.zeros(3), np.zeros((3, 3)), np.tile(yaw_q(0), (3, 1)), None, None, None).all()
-
-
 # ----------------------------------------------------------------------------- pose topics
 
 
@@ -476,3 +411,30 @@ def test_error_messages(tmp_path: Path) -> None:
     not_bag.mkdir()
     with pytest.raises(BuildMapError, match=r"metadata.yaml"), open_bag(not_bag):
         pass
+
+
+def test_bad_pose_data_found_by_sensors_is_a_build_map_error_with_the_same_message(tmp_path: Path) -> None:
+    """The offline tools promise BuildMapError for unusable input, also where the pose code they
+    share with the node (sensors.poses, which raises the sensor layer's errors) finds the fault."""
+    zero_q = (0.0, 0.0, 0.0, 0.0)
+    csv_path = tmp_path / "zero_q.csv"
+    csv_path.write_text("filename,x,y,qx,qy,qz,qw\na.png,0,0,0,0,0,0\n")
+    with pytest.raises(BuildMapError, match=r"zero_q\.csv: orientations must be finite non-zero") as info:
+        read_pose_csv(csv_path)
+    assert isinstance(info.value.__cause__, PoseError)
+    b = BagBuilder("mcap")
+    b.pose("odom", "/odom", 1.0, (0, 0, 0), zero_q)
+    with (
+        pytest.raises(BuildMapError, match=r"^pose track: orientations must be finite non-zero") as info,
+        open_bag(b.write(tmp_path / "bag")) as reader,
+    ):
+        read_pose_topic(reader, "/odom")
+    assert isinstance(info.value.__cause__, PoseError)
+    buf = TfBuffer()
+    buf.add("map", "camera", 0.0, (0, 0, 0), zero_q)
+    with pytest.raises(BuildMapError, match=r"^pose track: orientations must be finite non-zero") as info:
+        buf.lookup("map", "camera", 0.0, 1.0)
+    assert isinstance(info.value.__cause__, PoseError)
+    with pytest.raises(BuildMapError, match=r"^keyframe distance_m must be a finite number >= 0") as info:
+        build_map(tmp_path / "map", FrameSource(images=tmp_path), keyframe_distance_m=-1.0)
+    assert isinstance(info.value.__cause__, SensorError)

@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation, Slerp
 
-from netvlad_ros.sensors.poses import KeyframeSelector, PoseBuffer, PoseError, PoseOrderError, PoseTrack
+from netvlad_ros.sensors.poses import (
+    KeyframeSelector,
+    PoseBuffer,
+    PoseError,
+    PoseOrderError,
+    PoseTrack,
+    select_keyframes,
+)
 
 
 def yaw_q(deg: float) -> np.ndarray:
@@ -129,3 +136,63 @@ def test_keyframe_selector_frame_by_frame_with_reconfigure_and_reset() -> None:
         sel.configure(-1.0, 30.0, None)
     sel.reset()
     assert sel.is_due(1.0, np.zeros(3), yaw_q(0))
+
+
+# ----------------------------------------------------------------------------- interpolation
+
+
+def test_pose_track_interpolation_by_hand() -> None:
+    # samples: t=0 at origin facing 0 deg; t=1 at (2,0,0) facing 90 deg; t=3 at (2,4,0) facing 90 deg
+    track = PoseTrack(
+        np.array([0.0, 1.0, 3.0]),
+        np.array([[0, 0, 0], [2, 0, 0], [2, 4, 0]], float),
+        np.array([yaw_q(0), yaw_q(90), yaw_q(90)]),
+    )
+    p, q, ok = track.interpolate(np.array([0.5, 2.0, 3.0, -0.5, 4.5, 0.25]), max_gap_s=1.0)
+    assert ok.tolist() == [True, True, True, True, False, True]
+    assert p[0] == pytest.approx([1.0, 0.0, 0.0])
+    assert np.allclose(np.abs(q[0] @ np.array(yaw_q(45))), 1.0)  # slerp halfway: 45 deg
+    assert p[5] == pytest.approx([0.5, 0.0, 0.0])
+    assert np.allclose(np.abs(q[5] @ np.array(yaw_q(22.5))), 1.0)
+    assert p[1] == pytest.approx([2.0, 2.0, 0.0])
+    assert p[2] == pytest.approx([2.0, 4.0, 0.0])
+    assert p[3] == pytest.approx([0.0, 0.0, 0.0])  # before the first sample: hold, no extrapolation
+    assert np.isnan(p[4]).all()
+    # t=2 is 1 s from both neighbours: a 0.9 s gap is too short
+    _, _, ok = track.interpolate(2.0, max_gap_s=0.9)
+    assert not ok[0]
+    # exactly on a sample is always fine
+    _, _, ok = track.interpolate(1.0, max_gap_s=0.0)
+    assert ok[0]
+
+
+def test_keyframe_selection_by_hand() -> None:
+    ident = np.tile(yaw_q(0), (6, 1))
+    x = np.array([0.0, 0.4, 0.9, 1.0, 1.5, 2.1])
+    pos = np.stack([x, np.zeros(6), np.zeros(6)], axis=1)
+    t = np.zeros(6)
+    # every 1 m: 0 (first), 1.0 (1.0 from 0), 2.1 (1.1 from 1.0)
+    assert select_keyframes(t, pos, ident, 1.0, None, None).tolist() == [
+        True,
+        False,
+        False,
+        True,
+        False,
+        True,
+    ]
+    # every 15 deg: 0 (first), 20 (20 from 0), 40 (20 from 20); 10 and 30 are 10 away
+    q = np.array([yaw_q(a) for a in (0, 10, 20, 30, 40)])
+    z = np.zeros((5, 3))
+    assert select_keyframes(np.zeros(5), z, q, None, 15.0, None).tolist() == [True, False, True, False, True]
+    # every 2 s: 0, 2, 4.5
+    st = np.array([0.0, 1.0, 2.0, 3.0, 4.5])
+    assert select_keyframes(st, z, np.tile(yaw_q(0), (5, 1)), None, None, 2.0).tolist() == [
+        True, False, True, False, True,
+    ]  # fmt: skip
+    # ANY threshold: distance 5 m never, angle 15 deg at frame 2, time 2 s at frame 3 (2 s after frame... 0?)
+    # frames: t 0,1,2,3 ; yaw 0,0,20,20 -> 0 first, 2 by angle, then frame 3 is 1 s and 0 deg from frame 2
+    q4 = np.array([yaw_q(a) for a in (0, 0, 20, 20)])
+    mask = select_keyframes(np.array([0.0, 1.0, 2.0, 3.0]), np.zeros((4, 3)), q4, 5.0, 15.0, 2.0)
+    assert mask.tolist() == [True, False, True, False]
+    # no thresholds: every frame
+    assert select_keyframes(np.zeros(3), np.zeros((3, 3)), np.tile(yaw_q(0), (3, 1)), None, None, None).all()
