@@ -22,6 +22,7 @@ import torch
 
 from netvlad_ros.model import DescriptorExtractor
 from netvlad_ros.offline.build_map import FrameSource, build_map, open_frames
+from netvlad_ros.sensors.poses import KeyframeParams
 from netvlad_ros.synthetic import SyntheticWorld, WorldConfig, write_bag
 
 
@@ -60,8 +61,8 @@ def main() -> None:
                 topic = "/camera/image_raw/compressed" if compressed else "/camera/image_raw"
                 src = FrameSource(bag=bag, image_topic=topic, pose_topic="/odom")
                 rate_io = io_rate(src)
-                s = build_map(tmp / f"map_{storage}_{int(compressed)}", src, keyframe_distance_m=None,
-                              keyframe_angle_deg=None, extractor=ex, progress=False)  # fmt: skip
+                s = build_map(tmp / f"map_{storage}_{int(compressed)}", src, keyframes=KeyframeParams(0.0, 0.0, 0.0),
+                              extractor=ex, progress=False)  # fmt: skip
                 busy = s["read_seconds"] + s["decode_seconds"] + s["network_seconds"]
                 rows.append(
                     (

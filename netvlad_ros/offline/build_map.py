@@ -32,10 +32,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ..config import add_arguments, from_arguments
 from ..mapdb import IndexConfig, Keyframe, MapDatabase
 from ..mapdb.geodesy import EnuFrame
 from ..sensors.image_codec import ImageDecodeError, decode_image_msg
-from ..sensors.poses import KeyframeSelector, PoseTrack
+from ..sensors.poses import KeyframeParams, KeyframeSelector, PoseTrack
 from .bags import GpsTrack, iter_bag_images, open_bag, read_pose_topic, read_tf
 from .errors import BuildMapError, sensor_errors_as_build_map_errors
 from .image_folder import list_images, read_image
@@ -360,9 +361,7 @@ def build_map(
     output: str | Path,
     source: FrameSource,
     *,
-    keyframe_distance_m: float | None = 1.0,
-    keyframe_angle_deg: float | None = 15.0,
-    keyframe_interval_s: float | None = None,
+    keyframes: KeyframeParams | None = None,
     model: str | Path | None = None,
     device: str = "auto",
     fp16: bool = False,
@@ -374,9 +373,9 @@ def build_map(
 ) -> dict:
     """Build a map from ``source`` and save it to the directory ``output``; returns a summary.
 
-    Keyframes: see :class:`netvlad_ros.sensors.poses.KeyframeSelector` (``keyframe_*`` thresholds, None
-    disables one). ``extractor`` (a ``DescriptorExtractor``) overrides ``model`` /
-    ``device`` / ``fp16`` / ``batch_size``. Summary keys: ``output``, ``pose_source``,
+    Keyframes: ``keyframes`` thresholds (:class:`netvlad_ros.sensors.poses.KeyframeParams`; 0 turns
+    one off, all off keeps every frame; the node's defaults when None). ``extractor`` (a
+    ``DescriptorExtractor``) overrides ``model`` / ``device`` / ``fp16`` / ``batch_size``. Summary keys: ``output``, ``pose_source``,
     ``images_read``, ``keyframes``, ``not_selected`` (had a pose but were too close to
     the last keyframe), ``skipped`` ({reason: count}: ``no_pose``, ``decode_error``),
     ``decode_errors`` (first messages), ``seconds``, ``images_per_second``,
@@ -387,7 +386,7 @@ def build_map(
     if batch_size is not None and batch_size < 1:
         raise BuildMapError(f"batch_size must be >= 1, got {batch_size}")
     with sensor_errors_as_build_map_errors():
-        selector = KeyframeSelector(keyframe_distance_m, keyframe_angle_deg, keyframe_interval_s)
+        selector = KeyframeSelector(keyframes)
     t_start = time.perf_counter()
     with open_frames(source) as stream:
         ex = extractor if extractor is not None else _make_extractor(model, device, batch_size, fp16)
@@ -573,12 +572,8 @@ def add_build_map_arguments(parser: Any) -> None:
     """All ``build-map`` options (call :func:`build_map_from_args` with the parsed namespace)."""
     parser.add_argument("output", type=Path, help="map directory to write")
     add_source_arguments(parser)
-    k = parser.add_argument_group("keyframes (a frame is kept when ANY threshold is reached)")
-    k.add_argument("--kf-distance", type=float, default=1.0, help="metres since the last keyframe (<0: off)")
-    k.add_argument("--kf-angle", type=float, default=15.0, help="degrees since the last keyframe (<0: off)")
-    k.add_argument(
-        "--kf-interval", type=float, default=-1.0, help="seconds since the last keyframe (<0: off)"
-    )
+    k = parser.add_argument_group("keyframes (a frame is kept when ANY threshold is reached; 0 = off)")
+    add_arguments(k, KeyframeParams, "keyframe.")
     add_model_arguments(parser.add_argument_group("model"))
     parser.add_argument("--thumbnail-width", type=int, default=160)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -587,15 +582,10 @@ def add_build_map_arguments(parser: Any) -> None:
 def build_map_from_args(args: Any) -> dict:
     """Run :func:`build_map` from the namespace of :func:`add_build_map_arguments`."""
 
-    def opt(v: float) -> float | None:
-        return None if v is None or v < 0 else v
-
     return build_map(
         args.output,
         source_from_args(args),
-        keyframe_distance_m=opt(args.kf_distance),
-        keyframe_angle_deg=opt(args.kf_angle),
-        keyframe_interval_s=opt(args.kf_interval),
+        keyframes=from_arguments(KeyframeParams, args, "keyframe."),
         model=args.model,
         device=args.device,
         fp16=args.fp16,

@@ -144,6 +144,7 @@ def run_demo(
     from ..mapdb import MapDatabase
     from ..offline.build_map import FrameSource, build_map, format_summary
     from ..offline.demo_report import QueryOutcome, plot_outcomes, score_loop_closures, score_outcomes
+    from ..sensors.poses import KeyframeParams
     from ..synthetic import SyntheticWorld, WorldConfig, write_bag
     from .conversions import sec_to_stamp
     from .qos import qos_from_name
@@ -177,8 +178,7 @@ def run_demo(
     summary = build_map(
         output / "map",
         FrameSource(bag=map_bag, image_topic=DEMO_IMAGE_TOPIC, pose_topic="/odom"),
-        keyframe_distance_m=2.0,
-        keyframe_angle_deg=20.0,
+        keyframes=KeyframeParams(distance_m=2.0, angle_deg=20.0),
         device=device,
         progress=True,
     )

@@ -18,6 +18,7 @@ from .image_codec import (
     image_msg_to_bgr,
 )
 from .poses import (
+    KeyframeParams,
     KeyframeSelector,
     PoseBuffer,
     PoseTrack,
@@ -33,6 +34,7 @@ __all__ = [
     "MAX_IMAGE_SIDE",
     "SUPPORTED_ENCODINGS",
     "ImageDecodeError",
+    "KeyframeParams",
     "KeyframeSelector",
     "PoseBuffer",
     "PoseError",

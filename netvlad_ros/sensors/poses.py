@@ -31,9 +31,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from ..config import check_fields, param
 from .errors import PoseError, PoseOrderError, SensorError
 
 __all__ = [
+    "KeyframeParams",
     "KeyframeSelector",
     "PoseBuffer",
     "PoseError",
@@ -235,11 +237,32 @@ class PoseBuffer:
         return (pos[0], quat[0]) if ok[0] else None
 
 
+@dataclass(frozen=True)
+class KeyframeParams:
+    """When a frame becomes a keyframe: any one threshold reached since the last keyframe.
+
+    Each criterion is off at 0; with all three off every frame is a keyframe. Used by the
+    node (``keyframe.*`` parameters) and by ``build-map`` (``--keyframe-*`` options).
+    """
+
+    distance_m: float = param(1.0, "new keyframe after moving this far, metres (0 = off)", range=(0.0, 1e9))
+    angle_deg: float = param(
+        15.0, "new keyframe after turning this much, degrees (0 = off)", range=(0.0, 180.0)
+    )
+    period_s: float = param(
+        0.0, "new keyframe after this long even without motion, seconds (0 = off)", range=(0.0, 1e9)
+    )
+
+    def validate(self) -> None:
+        """Raise SensorError naming a negative, too large or non-finite threshold."""
+        check_fields(self, error=SensorError)
+
+
 class KeyframeSelector:
-    """Streaming keyframe selection: a frame is a keyframe when it is the first one, or when,
-    since the last keyframe, the camera moved at least ``distance_m`` metres, turned at least
-    ``angle_deg`` degrees, or ``interval_s`` seconds passed (any one suffices; None disables
-    that criterion; all None keeps every frame).
+    """Streaming keyframe selection by :class:`KeyframeParams`: a frame is a keyframe when it is
+    the first one, or when, since the last keyframe, the camera moved at least ``distance_m``,
+    turned at least ``angle_deg`` or ``period_s`` passed (criteria at 0 are off; all off keeps
+    every frame).
 
     Use :meth:`is_due` to ask and :meth:`take` once the frame really became a keyframe (a
     frame that fails to decode is not taken, so the next one is asked against the same
@@ -248,18 +271,14 @@ class KeyframeSelector:
     a new map or mode (:meth:`reset`).
     """
 
-    def __init__(
-        self, distance_m: float | None = 1.0, angle_deg: float | None = 15.0, interval_s: float | None = None
-    ) -> None:
-        self.configure(distance_m, angle_deg, interval_s)
+    def __init__(self, params: KeyframeParams | None = None) -> None:
+        self.configure(params or KeyframeParams())
         self._last: tuple[float, np.ndarray, np.ndarray] | None = None
 
-    def configure(self, distance_m: float | None, angle_deg: float | None, interval_s: float | None) -> None:
-        """Set the thresholds (the last keyframe is kept). Raises SensorError for a negative or NaN one."""
-        for name, v in (("distance_m", distance_m), ("angle_deg", angle_deg), ("interval_s", interval_s)):
-            if v is not None and not (math.isfinite(v) and v >= 0):
-                raise SensorError(f"keyframe {name} must be a finite number >= 0 or None, got {v!r}")
-        self.distance_m, self.angle_deg, self.interval_s = distance_m, angle_deg, interval_s
+    def configure(self, params: KeyframeParams) -> None:
+        """Set the thresholds (the last keyframe is kept). Raises SensorError for an invalid one."""
+        params.validate()
+        self.params = params
 
     def reset(self) -> None:
         """Forget the last keyframe: the next frame is a keyframe."""
@@ -269,17 +288,15 @@ class KeyframeSelector:
         """Whether a frame at this pose/time would be a keyframe."""
         if self._last is None:
             return True
-        if self.distance_m is None and self.angle_deg is None and self.interval_s is None:
+        p = self.params
+        if p.distance_m == 0 and p.angle_deg == 0 and p.period_s == 0:
             return True
         t0, p0, q0 = self._last
-        if self.interval_s is not None and stamp - t0 >= self.interval_s:
+        if p.period_s > 0 and stamp - t0 >= p.period_s:
             return True
-        if (
-            self.distance_m is not None
-            and float(np.linalg.norm(np.asarray(position) - p0)) >= self.distance_m
-        ):
+        if p.distance_m > 0 and float(np.linalg.norm(np.asarray(position) - p0)) >= p.distance_m:
             return True
-        return self.angle_deg is not None and float(rotation_angle_deg(q0, quat)[0]) >= self.angle_deg
+        return p.angle_deg > 0 and float(rotation_angle_deg(q0, quat)[0]) >= p.angle_deg
 
     def take(self, stamp: float, position: np.ndarray, quat: np.ndarray) -> None:
         """Record that this frame became a keyframe."""
@@ -291,15 +308,10 @@ class KeyframeSelector:
 
 
 def select_keyframes(
-    stamps: np.ndarray,
-    positions: np.ndarray,
-    quats: np.ndarray,
-    distance_m: float | None = 1.0,
-    angle_deg: float | None = 15.0,
-    interval_s: float | None = None,
+    stamps: np.ndarray, positions: np.ndarray, quats: np.ndarray, params: KeyframeParams | None = None
 ) -> np.ndarray:
     """Boolean mask of the keyframes of a sequence (see :class:`KeyframeSelector`)."""
-    sel = KeyframeSelector(distance_m, angle_deg, interval_s)
+    sel = KeyframeSelector(params)
     mask = np.zeros(len(stamps), bool)
     for i in range(len(stamps)):
         if sel.is_due(float(stamps[i]), positions[i], quats[i]):

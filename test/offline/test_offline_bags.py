@@ -22,6 +22,7 @@ from netvlad_ros.offline.errors import BuildMapError
 from netvlad_ros.offline.pose_sources import TfBuffer, parse_utm_filename, read_pose_csv
 from netvlad_ros.sensors.errors import PoseError, SensorError
 from netvlad_ros.sensors.image_codec import ImageDecodeError, compressed_msg_to_bgr, decode_image_msg
+from netvlad_ros.sensors.poses import KeyframeParams
 
 STORAGES = ("mcap", "sqlite3", "ros1")
 
@@ -435,6 +436,6 @@ def test_bad_pose_data_found_by_sensors_is_a_build_map_error_with_the_same_messa
     with pytest.raises(BuildMapError, match=r"^pose track: orientations must be finite non-zero") as info:
         buf.lookup("map", "camera", 0.0, 1.0)
     assert isinstance(info.value.__cause__, PoseError)
-    with pytest.raises(BuildMapError, match=r"^keyframe distance_m must be a finite number >= 0") as info:
-        build_map(tmp_path / "map", FrameSource(images=tmp_path), keyframe_distance_m=-1.0)
+    with pytest.raises(BuildMapError, match=r"^KeyframeParams.distance_m must be in \[0, 1e\+09\]") as info:
+        build_map(tmp_path / "map", FrameSource(images=tmp_path), keyframes=KeyframeParams(distance_m=-1.0))
     assert isinstance(info.value.__cause__, SensorError)

@@ -14,14 +14,18 @@ import numpy as np
 import pytest
 from test_offline_bags import BagBuilder, pattern, yaw_q
 
+from netvlad_ros.config import from_arguments
 from netvlad_ros.mapdb import MapDatabase
 from netvlad_ros.offline.bags import iter_bag_images, open_bag
 from netvlad_ros.offline.build_map import BuildMapError, FrameSource, build_map, format_summary
 from netvlad_ros.offline.eval_map import describe_source, recall_at_n
 from netvlad_ros.sensors.image_codec import decode_image_msg
+from netvlad_ros.sensors.poses import KeyframeParams
 from netvlad_ros.synthetic import write_bag
 
 from support import rtabmap_or_skip
+
+EVERY_FRAME = KeyframeParams(0.0, 0.0, 0.0)  # every criterion off: every frame is a keyframe
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +61,7 @@ def test_build_from_synthetic_bag(tmp_path, extractor, world_frames, storage, co
     topic = "/camera/image_raw/compressed" if compressed else "/camera/image_raw"
     src = FrameSource(bag=bag, image_topic=topic, pose_topic="/gps/fix" if pose == "gps" else "/odom")
     out = tmp_path / "map"
-    s = build_map(
-        out, src, keyframe_distance_m=3.0, keyframe_angle_deg=None, extractor=extractor, progress=False
-    )
+    s = build_map(out, src, keyframes=KeyframeParams(3.0, 0.0, 0.0), extractor=extractor, progress=False)
     # frames 2 m apart, a keyframe every >= 3 m: frames 0, 2, 4, 6, 8, 10
     assert (s["images_read"], s["keyframes"], s["not_selected"], s["skipped"]) == (12, 6, 6, {})
     assert "keyframes" in format_summary(s) and s["network_seconds"] > 0
@@ -97,8 +99,7 @@ def test_gap_and_decode_errors_are_counted(tmp_path, extractor) -> None:
         b.compressed("/cam/compressed", float(i), pattern(i), data=jpeg[: len(jpeg) // 2] if i == 2 else jpeg)
     path = b.write(tmp_path / "bag")
     src = FrameSource(bag=path, image_topic="/cam/compressed", pose_topic="/odom", max_gap_s=0.5)
-    s = build_map(tmp_path / "map", src, keyframe_distance_m=None, keyframe_angle_deg=None, extractor=extractor,
-                  progress=False)  # fmt: skip
+    s = build_map(tmp_path / "map", src, keyframes=EVERY_FRAME, extractor=extractor, progress=False)
     # images 0..4 have poses (5 is 1 s after the last pose); image 2 does not decode
     assert s["images_read"] == 10 and s["keyframes"] == 4
     assert s["skipped"] == {"decode_error": 1, "no_pose": 5}
@@ -151,7 +152,7 @@ def test_folder_with_csv_and_utm_names(tmp_path, extractor) -> None:
     geo = tmp_path / "geo.csv"
     geo.write_text("index,lat,lon,alt\n0,40.0,-80.0,300\n1,40.0001,-80.0,300\n3,40.0,-80.0001,300\n")
     s = build_map(tmp_path / "m2", FrameSource(images=folder, poses_csv=geo, max_images=4), extractor=extractor,
-                  keyframe_distance_m=None, keyframe_angle_deg=None, progress=False)  # fmt: skip
+                  keyframes=EVERY_FRAME, progress=False)  # fmt: skip
     assert (s["keyframes"], s["skipped"]) == (3, {"no_pose": 1})
     db = MapDatabase.load(tmp_path / "m2")
     assert db.origin == (40.0, -80.0, 300.0)
@@ -192,7 +193,7 @@ def test_rtabmap_bags_build_and_recall(tmp_path, extractor) -> None:
 
     out = tmp_path / "map"
     src = FrameSource(bag=bags / "rtabmap_samples_ros2_mcap", image_topic=topic, poses_csv=csv, max_images=40)
-    s = build_map(out, src, keyframe_distance_m=1.0, extractor=extractor, progress=False)
+    s = build_map(out, src, keyframes=KeyframeParams(1.0, 15.0, 0.0), extractor=extractor, progress=False)
     assert (s["images_read"], s["keyframes"], s["skipped"]) == (40, 40, {})
     db = MapDatabase.load(out, expected_model_fingerprint=extractor.fingerprint)
     kf = db.keyframe(int(db.ids[7]))
@@ -228,16 +229,15 @@ def test_argparse_helpers_make_the_same_source(tmp_path) -> None:
     add_build_map_arguments(p)
     args = p.parse_args(
         ["out", "--bag", "b", "--image-topic", "/cam", "--pose-topic", "/tf", "--tf-fixed-frame", "map",
-         "--origin", "1", "2", "3", "--max-images", "40", "--kf-interval", "-1", "--kf-angle", "5"]
+         "--origin", "1", "2", "3", "--max-images", "40", "--keyframe-period-s", "0", "--keyframe-angle-deg", "5"]
     )  # fmt: skip
     src = source_from_args(args)
     assert (src.bag, src.image_topic, src.uses_tf, src.tf_fixed_frame) == (Path("b"), "/cam", True, "map")
-    assert (src.origin, src.max_images, src.max_gap_s, args.kf_interval, args.kf_angle) == (
+    assert (src.origin, src.max_images, src.max_gap_s, from_arguments(KeyframeParams, args, "keyframe.")) == (
         (1, 2, 3),
         40,
         0.5,
-        -1,
-        5,
+        KeyframeParams(distance_m=1.0, angle_deg=5.0, period_s=0.0),  # distance: the default
     )
     e = argparse.ArgumentParser()
     add_eval_map_arguments(e)

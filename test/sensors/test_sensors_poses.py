@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation, Slerp
 
+from netvlad_ros.sensors.errors import SensorError
 from netvlad_ros.sensors.poses import (
+    KeyframeParams,
     KeyframeSelector,
     PoseBuffer,
     PoseError,
@@ -123,17 +125,19 @@ def test_memory_is_bounded_and_keeps_the_newest_samples() -> None:
 
 
 def test_keyframe_selector_frame_by_frame_with_reconfigure_and_reset() -> None:
-    sel = KeyframeSelector(distance_m=1.0, angle_deg=15.0, interval_s=None)
+    sel = KeyframeSelector(KeyframeParams(distance_m=1.0, angle_deg=15.0, period_s=0.0))
     assert sel.is_due(0.0, np.zeros(3), yaw_q(0))  # the first frame always is
     sel.take(0.0, np.zeros(3), yaw_q(0))
     assert not sel.is_due(100.0, np.array([0.9, 0.0, 0.0]), yaw_q(14))  # no interval: time alone never
     assert sel.is_due(1.0, np.array([0.0, 1.0, 0.0]), yaw_q(0))
     assert sel.is_due(1.0, np.zeros(3), yaw_q(-16))
-    sel.configure(2.0, 30.0, 5.0)  # thresholds change, the last keyframe stays
+    sel.configure(KeyframeParams(2.0, 30.0, 5.0))  # thresholds change, the last keyframe stays
     assert not sel.is_due(1.0, np.array([1.5, 0.0, 0.0]), yaw_q(20))
     assert sel.is_due(5.0, np.zeros(3), yaw_q(0))
-    with pytest.raises(ValueError, match="distance_m"):
-        sel.configure(-1.0, 30.0, None)
+    with pytest.raises(SensorError, match=r"KeyframeParams.distance_m must be in \[0, 1e\+09\], got -1.0"):
+        sel.configure(KeyframeParams(-1.0, 30.0, 0.0))
+    with pytest.raises(SensorError, match="KeyframeParams.period_s must be finite"):
+        sel.configure(KeyframeParams(1.0, 30.0, float("nan")))
     sel.reset()
     assert sel.is_due(1.0, np.zeros(3), yaw_q(0))
 
@@ -172,7 +176,7 @@ def test_keyframe_selection_by_hand() -> None:
     pos = np.stack([x, np.zeros(6), np.zeros(6)], axis=1)
     t = np.zeros(6)
     # every 1 m: 0 (first), 1.0 (1.0 from 0), 2.1 (1.1 from 1.0)
-    assert select_keyframes(t, pos, ident, 1.0, None, None).tolist() == [
+    assert select_keyframes(t, pos, ident, KeyframeParams(1.0, 0.0, 0.0)).tolist() == [
         True,
         False,
         False,
@@ -183,16 +187,26 @@ def test_keyframe_selection_by_hand() -> None:
     # every 15 deg: 0 (first), 20 (20 from 0), 40 (20 from 20); 10 and 30 are 10 away
     q = np.array([yaw_q(a) for a in (0, 10, 20, 30, 40)])
     z = np.zeros((5, 3))
-    assert select_keyframes(np.zeros(5), z, q, None, 15.0, None).tolist() == [True, False, True, False, True]
+    assert select_keyframes(np.zeros(5), z, q, KeyframeParams(0.0, 15.0, 0.0)).tolist() == [
+        True,
+        False,
+        True,
+        False,
+        True,
+    ]
     # every 2 s: 0, 2, 4.5
     st = np.array([0.0, 1.0, 2.0, 3.0, 4.5])
-    assert select_keyframes(st, z, np.tile(yaw_q(0), (5, 1)), None, None, 2.0).tolist() == [
+    assert select_keyframes(st, z, np.tile(yaw_q(0), (5, 1)), KeyframeParams(0.0, 0.0, 2.0)).tolist() == [
         True, False, True, False, True,
     ]  # fmt: skip
     # ANY threshold: distance 5 m never, angle 15 deg at frame 2, time 2 s at frame 3 (2 s after frame... 0?)
     # frames: t 0,1,2,3 ; yaw 0,0,20,20 -> 0 first, 2 by angle, then frame 3 is 1 s and 0 deg from frame 2
     q4 = np.array([yaw_q(a) for a in (0, 0, 20, 20)])
-    mask = select_keyframes(np.array([0.0, 1.0, 2.0, 3.0]), np.zeros((4, 3)), q4, 5.0, 15.0, 2.0)
+    mask = select_keyframes(
+        np.array([0.0, 1.0, 2.0, 3.0]), np.zeros((4, 3)), q4, KeyframeParams(5.0, 15.0, 2.0)
+    )
     assert mask.tolist() == [True, False, True, False]
-    # no thresholds: every frame
-    assert select_keyframes(np.zeros(3), np.zeros((3, 3)), np.tile(yaw_q(0), (3, 1)), None, None, None).all()
+    # every threshold off (0): every frame
+    assert select_keyframes(
+        np.zeros(3), np.zeros((3, 3)), np.tile(yaw_q(0), (3, 1)), KeyframeParams(0.0, 0.0, 0.0)
+    ).all()
