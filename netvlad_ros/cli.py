@@ -110,6 +110,13 @@ def cmd_eval_map(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate_map(args: argparse.Namespace) -> int:
+    from .mapdb import migrate
+
+    print(migrate(args.path, args.output))
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .offline.train import parse_overrides, train_from_config
 
@@ -213,6 +220,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval-map", help="Recall@N (25 m) of a map against a query bag or image folder")
     add_eval_map_arguments(p)
     p.set_defaults(func=cmd_eval_map)
+
+    p = sub.add_parser(
+        "migrate-map", help="upgrade a map directory to the current schema (see docs/mapdb.md)"
+    )
+    p.add_argument("path", type=Path, help="map directory")
+    p.add_argument(
+        "-o", "--output", type=Path, default=None, help="write the upgraded map here (default: in place)"
+    )
+    p.set_defaults(func=cmd_migrate_map)
 
     p = sub.add_parser("train", help="weakly supervised training (see docs/training.md)")
     p.add_argument("--config", type=Path, default=Path("config/train.yaml"), help="training config (YAML)")
