@@ -7,28 +7,44 @@ source, thumbnail and its L2-normalised global descriptor. It answers
   stamp is <= a time and not in an id list (loop-closure detection);
 * ``radius_search``: keyframes within a metric radius (scipy cKDTree).
 
+Per keyframe it may also hold local features (:class:`~.features.KeyframeFeatures`,
+stored for the recognition layer's geometric verification), and per map a calibration
+blob (a JSON dict the recognition layer defines).
+
 On disk a map is a directory; see :mod:`netvlad_ros.mapdb.storage` and docs/mapdb.md.
-All public methods take an internal lock, so one database can be shared by threads.
+Saving goes through an immutable :class:`~.snapshot.MapSnapshot` (taken under the lock,
+written without it). All public methods take an internal lock, so one database can be
+shared by threads.
+
+Copy-on-write invariant (what lets a snapshot share the arrays instead of copying
+them): rows ``[0, n)`` of the id/stamp/pose/descriptor arrays are never written once
+filled. ``add`` writes only rows ``>= n`` (growing copies into new arrays), ``remove``
+builds new arrays; stored features are read-only copies and are replaced, never edited.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
-from scipy.spatial import cKDTree
-from scipy.spatial.transform import Rotation
+from scipy.spatial import cKDTree  # type: ignore[import-untyped]
+from scipy.spatial.transform import Rotation  # type: ignore[import-untyped]
 
 from . import index as ix
+from . import storage
 from .errors import MapModelMismatchError, UnknownKeyframeError
+from .features import KeyframeFeatures, frozen_features
 from .geodesy import EnuFrame
 from .index import IndexConfig
+from .snapshot import KeyframeMeta, MapSnapshot, canonical_calibration, read_only
 
 #: Descriptors (and queries) must have an L2 norm within this of 1.
 UNIT_NORM_TOL = 1e-3
@@ -188,7 +204,9 @@ class MapDatabase:
         self._pos = np.zeros((0, 3), np.float64)
         self._ori = np.zeros((0, 4), np.float64)
         self._desc = np.zeros((0, self._dim), np.float32)
-        self._meta: dict[int, tuple[str, tuple[float, float, float] | None, str, bytes | None]] = {}
+        self._meta: dict[int, KeyframeMeta] = {}
+        self._feat: dict[int, KeyframeFeatures] = {}
+        self._calibration: str | None = None  # canonical JSON
         self._next_id = 0
         self._origin: tuple[float, float, float] | None = None
         # Derived state (rebuilt lazily)
@@ -214,18 +232,109 @@ class MapDatabase:
 
     @classmethod
     def load(cls, path: str | Path, expected_model_fingerprint: str | None = None) -> MapDatabase:
-        """Load and fully verify a map directory (see :func:`storage.load_map`)."""
-        from .storage import load_map
+        """Load and fully verify a map directory (see :func:`storage.load`).
 
-        return load_map(path, expected_model_fingerprint)
+        A schema-1 map raises MapSchemaError naming ``netvlad-ros migrate-map PATH``.
+        """
+        return cls._from_snapshot(storage.load(path, expected_model_fingerprint), own_index=True)
 
     def save(self, path: str | Path) -> None:
-        """Atomically write the map directory ``path`` (see :func:`storage.save_map`)."""
-        from .storage import save_map
+        """Atomically write the map directory ``path`` (see :func:`storage.save_snapshot`).
 
+        Applies the index training rule (:meth:`prepare_index_for_save`) and takes a
+        snapshot under the lock, then writes without it: other threads can search and
+        add while the files are written; keyframes added meanwhile are not in this save.
+        """
         with self._lock:
             self._prepare_index_for_save()
-            save_map(self, path)
+            snap = self.snapshot()
+        storage.save_snapshot(snap, path)
+
+    def snapshot(self) -> MapSnapshot:
+        """An immutable copy of the map's state for :func:`storage.save_snapshot`.
+
+        Cheap: the arrays are shared read-only views (copy-on-write invariant in the
+        module docstring), per-keyframe dicts are shallow copies; only an IVF-PQ or HNSW
+        index is copied (``faiss.clone_index``); a flat index is rebuilt from the
+        descriptors by storage instead. Costs are measured in docs/mapdb.md. Does not
+        apply the IVF-PQ training rule (call :meth:`prepare_index_for_save` first).
+        """
+        with self._lock:
+            n = self._n
+            index: faiss.Index | None = None
+            kind = self._cfg.kind
+            if self._index is not None and (kind == "ivfpq" or (kind == "hnsw" and not self._index_stale)):
+                index = faiss.clone_index(self._index)
+            return MapSnapshot(
+                descriptor_dim=self._dim,
+                model_fingerprint=self._fingerprint,
+                index_config=self._cfg,
+                created_utc=self._created,
+                next_id=self._next_id,
+                origin=self._origin,
+                ids=read_only(self._ids[:n]),
+                stamps=read_only(self._stamps[:n]),
+                positions=read_only(self._pos[:n]),
+                orientations=read_only(self._ori[:n]),
+                descriptors=read_only(self._desc[:n]),
+                meta=dict(self._meta),
+                features=dict(self._feat),
+                index=index,
+                index_trained_on=self._trained_on if index is not None else 0,
+                calibration_json=self._calibration,
+            )
+
+    @classmethod
+    def from_snapshot(cls, snapshot: MapSnapshot) -> MapDatabase:
+        """A database holding ``snapshot``'s content (shares its arrays, copies its index)."""
+        return cls._from_snapshot(snapshot, own_index=False)
+
+    @classmethod
+    def _from_snapshot(cls, snap: MapSnapshot, own_index: bool) -> MapDatabase:
+        """``own_index``: the snapshot is private to the caller (load), so its index is
+        adopted rather than copied."""
+        if not isinstance(snap, MapSnapshot):
+            raise ValueError(f"from_snapshot() needs a MapSnapshot, got {type(snap).__name__}")
+        n = len(snap)
+        shapes = {
+            "stamps": (snap.stamps.shape, (n,)),
+            "positions": (snap.positions.shape, (n, 3)),
+            "orientations": (snap.orientations.shape, (n, 4)),
+            "descriptors": (snap.descriptors.shape, (n, snap.descriptor_dim)),
+        }
+        for name, (got, want) in shapes.items():
+            if got != want:
+                raise ValueError(f"snapshot {name} has shape {got}, expected {want}")
+        if len(snap.meta) != n:
+            raise ValueError(f"snapshot has {n} keyframes but metadata for {len(snap.meta)}")
+        db = cls(
+            snap.descriptor_dim, snap.model_fingerprint, snap.index_config, _created_utc=snap.created_utc
+        )
+        # read-only arrays: any in-place write would raise, which guards the invariant
+        db._ids, db._stamps, db._pos = read_only(snap.ids), read_only(snap.stamps), read_only(snap.positions)
+        db._ori, db._desc = read_only(snap.orientations), read_only(snap.descriptors)
+        db._n = db._cap = n
+        db._meta = dict(snap.meta)
+        db._feat = dict(snap.features)
+        db._calibration = snap.calibration_json
+        db._next_id = snap.next_id
+        db._origin = snap.origin
+        kind = snap.index_config.kind
+        if snap.index is not None:
+            index = snap.index if own_index else faiss.clone_index(snap.index)
+            if isinstance(index, faiss.IndexIVFPQ):
+                index.nprobe = snap.index_config.nprobe
+                db._trained_on = snap.index_trained_on
+            db._index = index
+        elif kind == "flat":
+            db._index = ix.new_flat(db._dim)
+            if n:
+                db._index.add_with_ids(db._desc, db._ids)
+        elif kind == "hnsw":
+            db._index_stale = True  # rebuilt from the descriptors before the next search
+        else:
+            db._index, db._trained_on = None, 0  # untrained IVF-PQ: exact search until trained
+        return db
 
     # ------------------------------------------------------------------ properties
     def __len__(self) -> int:
@@ -266,6 +375,23 @@ class MapDatabase:
     def origin(self) -> tuple[float, float, float] | None:
         """WGS84 origin (lat, lon, alt) of the map's ENU frame, or None without GPS."""
         return self._origin
+
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        """The calibration blob (a fresh dict each call), or None when not calibrated.
+
+        The recognition layer defines its content. The map only stores it: adding,
+        removing or merging keyframes does not invalidate it; callers recompute it.
+        """
+        with self._lock:
+            return None if self._calibration is None else json.loads(self._calibration)
+
+    def set_calibration(self, calibration: dict[str, Any] | None) -> None:
+        """Store (or with None clear) the calibration blob: a dict that survives a JSON
+        round trip unchanged (ValueError otherwise). Stored as a copy."""
+        text = canonical_calibration(calibration)
+        with self._lock:
+            self._calibration = text
 
     def set_origin(self, lat: float, lon: float, alt: float) -> None:
         """Declare that the map frame is ENU (x east, y north, z up) about this WGS84 point.
@@ -325,13 +451,21 @@ class MapDatabase:
         self._gpu_tried = False
 
     # ------------------------------------------------------------------ mutation
-    def add(self, keyframes: Sequence[Keyframe], descriptors: np.ndarray) -> np.ndarray:
+    def add(
+        self,
+        keyframes: Sequence[Keyframe],
+        descriptors: np.ndarray,
+        features: Sequence[KeyframeFeatures | None] | None = None,
+    ) -> np.ndarray:
         """Add keyframes with their unit-norm descriptors (n, D); returns their int64 ids.
 
         Keyframes with id -1 get fresh ids; explicit ids must be new. The input objects are
         not modified. Descriptors must already be L2-normalised (the extractor does it).
+        ``features``: local features aligned with ``keyframes`` (entries may be None);
+        validated, and stored as read-only copies. Nothing is added when any input is bad.
         """
         kfs = list(keyframes)
+        feats = self._check_features(features, len(kfs))
         for i, kf in enumerate(kfs):
             if not isinstance(kf, Keyframe):
                 raise ValueError(f"keyframes[{i}] must be a Keyframe, got {type(kf).__name__}")
@@ -342,6 +476,8 @@ class MapDatabase:
         desc = _validate_descriptors(descriptors, self._dim, "descriptors")
         if desc.shape[0] != len(kfs):
             raise ValueError(f"got {len(kfs)} keyframes but {desc.shape[0]} descriptor rows")
+        if not kfs:
+            return np.zeros(0, np.int64)
         with self._lock:
             given = np.array([kf.id for kf in kfs if kf.id != -1], dtype=np.int64)
             if given.size:
@@ -362,18 +498,43 @@ class MapDatabase:
             self._ensure_capacity(len(kfs))
             self._ids[n0:n1] = new_ids
             self._stamps[n0:n1] = [float(kf.stamp) for kf in kfs]
-            self._pos[n0:n1] = [kf.position for kf in kfs] if kfs else np.zeros((0, 3))
+            self._pos[n0:n1] = [kf.position for kf in kfs]
             ori = np.array([kf.orientation for kf in kfs]).reshape(-1, 4)
-            self._ori[n0:n1] = ori / np.linalg.norm(ori, axis=1, keepdims=True) if kfs else ori
+            self._ori[n0:n1] = ori / np.linalg.norm(ori, axis=1, keepdims=True)
             self._desc[n0:n1] = desc
             for i, kf in enumerate(kfs):
                 thumb = bytes(kf.thumbnail) if kf.thumbnail is not None else None
-                self._meta[int(new_ids[i])] = (kf.frame_id, kf.latlonalt, kf.source, thumb)
+                self._meta[int(new_ids[i])] = KeyframeMeta(kf.frame_id, kf.latlonalt, kf.source, thumb)
+                f = feats[i]
+                if f is not None:
+                    self._feat[int(new_ids[i])] = f
             self._n = n1
             self._next_id = next_id
             self._changed()
             self._index_add(desc, new_ids)
             return new_ids.copy()
+
+    @staticmethod
+    def _check_features(
+        features: Sequence[KeyframeFeatures | None] | None, n: int
+    ) -> list[KeyframeFeatures | None]:
+        if features is None:
+            return [None] * n
+        feats = list(features)
+        if len(feats) != n:
+            raise ValueError(f"got {n} keyframes but {len(feats)} feature entries")
+        out: list[KeyframeFeatures | None] = []
+        for i, f in enumerate(feats):
+            if f is None:
+                out.append(None)
+                continue
+            if not isinstance(f, KeyframeFeatures):
+                raise ValueError(f"features[{i}] must be KeyframeFeatures or None, got {type(f).__name__}")
+            try:
+                out.append(frozen_features(f))
+            except ValueError as exc:
+                raise ValueError(f"features[{i}]: {exc}") from None
+        return out
 
     def _index_add(self, desc: np.ndarray, ids: np.ndarray) -> None:
         if not len(ids):
@@ -387,6 +548,7 @@ class MapDatabase:
         elif self._cfg.kind == "hnsw" and self._index_stale:
             return  # rebuilt from the stored descriptors before the next search
         else:
+            assert self._index is not None  # flat and HNSW always have one
             self._index.add_with_ids(desc, ids)
 
     def _train_ivfpq(self) -> None:
@@ -406,18 +568,21 @@ class MapDatabase:
         self._index = index
         self._index_stale = False
 
+    def prepare_index_for_save(self) -> None:
+        """The training rule at save time: IVF-PQ is (re)trained when it is untrained but
+        has enough vectors, or when the map has doubled since it was trained (seconds at
+        10^4 x 4096-D, under the lock). :meth:`save` calls it; callers that save a
+        :meth:`snapshot` themselves call it first when they want the rule. Other index
+        kinds: nothing to do (a stale HNSW graph is rebuilt by storage from the snapshot)."""
+        with self._lock:
+            self._prepare_index_for_save()
+
     def _prepare_index_for_save(self) -> None:
-        """Training rule at save time: IVF-PQ is (re)trained when it is untrained but has
-        enough vectors, or when the map has doubled since it was trained; a stale HNSW
-        graph is rebuilt."""
-        kind = self._cfg.kind
-        if kind == "ivfpq":
+        if self._cfg.kind == "ivfpq":
             untrained_ready = self._index is None and self._n >= ix.ivfpq_min_train(self._cfg)
             doubled = self._index is not None and self._n >= 2 * self._trained_on
             if untrained_ready or doubled:
                 self._train_ivfpq()
-        elif kind == "hnsw" and self._index_stale:
-            self._rebuild_hnsw()
 
     def rebuild_index(self) -> None:
         """Rebuild (and retrain when approximate) the index from the stored descriptors."""
@@ -445,11 +610,14 @@ class MapDatabase:
             keep = np.ones(self._n, bool)
             keep[rows] = False
             m = int(keep.sum())
-            for a in (self._ids, self._stamps, self._pos, self._ori, self._desc):
-                a[:m] = a[: self._n][keep]
-            self._n = m
+            # new arrays, never compaction in place: snapshots may share the old ones
+            n = self._n
+            self._ids, self._stamps = self._ids[:n][keep], self._stamps[:n][keep]
+            self._pos, self._ori, self._desc = self._pos[:n][keep], self._ori[:n][keep], self._desc[:n][keep]
+            self._n = self._cap = m
             for i in arr.tolist():
                 del self._meta[i]
+                self._feat.pop(i, None)
             if self._index is not None:
                 if self._cfg.kind == "hnsw":
                     self._index_stale = True
@@ -496,9 +664,10 @@ class MapDatabase:
                 kfs.append(
                     Keyframe(-1, float(other._stamps[i]), frame_id, pos[i], ori[i], lla, source, thumb)
                 )
+            feats = [other._feat.get(oid) for oid in src_ids.tolist()]
             if self._origin is None and self._n == 0 and other.origin is not None:
                 self._origin = other.origin
-            new_ids = self.add(kfs, other._desc[:n]) if n else np.zeros(0, np.int64)
+            new_ids = self.add(kfs, other._desc[:n], feats) if n else np.zeros(0, np.int64)
             return dict(zip(src_ids.tolist(), new_ids.tolist(), strict=True))
 
     # ------------------------------------------------------------------ accessors
@@ -519,25 +688,55 @@ class MapDatabase:
                 thumb,
             )
 
+    def features(self, id: int) -> KeyframeFeatures | None:
+        """The keyframe's local features (read-only arrays), or None when it has none
+        (e.g. a map migrated from schema 1, or built without features)."""
+        with self._lock:
+            kid = int(self._ids[int(self._rows([id])[0])])
+            return self._feat.get(kid)
+
+    def has_features(self, id: int) -> bool:
+        """Whether the keyframe has local features (UnknownKeyframeError for an unknown id)."""
+        return self.features(id) is not None
+
+    def set_features(self, id: int, features: KeyframeFeatures | None) -> None:
+        """Attach (replace, or with None remove) a keyframe's local features."""
+        feats = self._check_features([features], 1)[0]
+        with self._lock:
+            kid = int(self._ids[int(self._rows([id])[0])])
+            if feats is None:
+                self._feat.pop(kid, None)
+            else:
+                self._feat[kid] = feats
+
+    def count_with_features(self) -> int:
+        """How many keyframes have local features (0 for a migrated schema-1 map)."""
+        with self._lock:
+            return len(self._feat)
+
     def positions(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
         """(n, 3) float64 positions of ``ids`` in the map frame."""
         with self._lock:
-            return self._pos[self._rows(ids)]
+            out: np.ndarray = self._pos[self._rows(ids)]
+            return out
 
     def orientations(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
         """(n, 4) float64 unit quaternions (x, y, z, w) of ``ids``."""
         with self._lock:
-            return self._ori[self._rows(ids)]
+            out: np.ndarray = self._ori[self._rows(ids)]
+            return out
 
     def stamps(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
         """(n,) float64 stamps (seconds) of ``ids``."""
         with self._lock:
-            return self._stamps[self._rows(ids)]
+            out: np.ndarray = self._stamps[self._rows(ids)]
+            return out
 
     def descriptors(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
         """(n, D) float32 descriptors of ``ids``."""
         with self._lock:
-            return self._desc[self._rows(ids)]
+            out: np.ndarray = self._desc[self._rows(ids)]
+            return out
 
     # ------------------------------------------------------------------ search
     def radius_search(self, position: np.ndarray, radius_m: float) -> np.ndarray:
@@ -642,10 +841,13 @@ class MapDatabase:
         fetch = max(kk, cfg.rerank) if cfg.approximate else kk
         fetch = min(fetch, self._n)
         keep_alive = None
+        params: Any
         if cfg.kind == "ivfpq":
-            params = faiss.SearchParametersIVF(nprobe=cfg.nprobe)
+            params = faiss.SearchParametersIVF()
+            params.nprobe = cfg.nprobe
         elif cfg.kind == "hnsw":
-            params = faiss.SearchParametersHNSW(efSearch=max(cfg.ef_search, fetch))
+            params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing from faiss's stubs
+            params.efSearch = max(cfg.ef_search, fetch)
         else:
             params = faiss.SearchParameters()
         if mask is not None:

@@ -101,7 +101,8 @@ class EnuFrame:
     ) -> np.ndarray:
         """Geodetic -> ENU metres about this origin, shape (..., 3)."""
         ecef = geodetic_to_ecef(lat, lon, alt)
-        return (ecef - self.origin_ecef) @ self.rotation.T
+        enu: np.ndarray = (ecef - self.origin_ecef) @ self.rotation.T
+        return enu
 
     def to_geodetic(self, enu: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """ENU metres (..., 3) about this origin -> (lat deg, lon deg, alt m)."""

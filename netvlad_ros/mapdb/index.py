@@ -174,13 +174,14 @@ def index_ids(index: faiss.Index) -> np.ndarray:
         return faiss.vector_to_array(index.id_map).astype(np.int64)
     ivf = faiss.extract_index_ivf(index)
     inv = ivf.invlists
+    assert inv is not None  # a faiss IndexIVF always has inverted lists
     parts = []
     for lst in range(ivf.nlist):
         size = inv.list_size(lst)
         if size:
             ptr = inv.get_ids(lst)
             parts.append(faiss.rev_swig_ptr(ptr, size).copy())
-            inv.release_ids(lst, ptr)
+            inv.release_ids(lst, ptr)  # type: ignore[attr-defined]  # missing from faiss's stubs
     return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
 
