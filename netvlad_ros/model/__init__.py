@@ -2,13 +2,16 @@
 model files with cards, converters and the DescriptorExtractor. No ROS here."""
 
 from .card import ModelCard, ModelCardError, Preprocessing
-from .extractor import DescriptorExtractor, resolve_device
+from .device import DeviceError, resolve_device
+from .extractor import DescriptorExtractor, ExtractorParams
 from .model_file import ModelFileError, load_model, read_card, save_model
 from .netvlad import NetVLAD
 from .network import PlaceNet, build_network
 
 __all__ = [
     "DescriptorExtractor",
+    "DeviceError",
+    "ExtractorParams",
     "ModelCard",
     "ModelCardError",
     "ModelFileError",
