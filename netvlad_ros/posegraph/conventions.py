@@ -95,9 +95,14 @@ def as_matrix(pose: PoseLike, what: str = "pose") -> Matrix:
 
 
 def position_quaternion(matrix: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Split a 4x4 rigid transform into ``(position (3,), quaternion (x, y, z, w))``."""
+    """Split a 4x4 rigid transform into ``(position (3,), quaternion (x, y, z, w))``.
+
+    A stack ``(n, 4, 4)`` gives ``(n, 3)`` and ``(n, 4)`` (one vectorised conversion).
+    """
     mat = np.asarray(matrix, dtype=np.float64)
-    return mat[:3, 3].copy(), Rotation.from_matrix(mat[:3, :3]).as_quat()
+    return mat[..., :3, 3].copy(), np.asarray(
+        Rotation.from_matrix(mat[..., :3, :3]).as_quat(), dtype=np.float64
+    )
 
 
 def invert(matrix: ArrayLike) -> Matrix:

@@ -87,8 +87,8 @@ class PoseGraphParams:
     loop_kernel_param: float = 2.5
     scale_free_translation_sigma: float = 1000.0
     closure_iterations: int = 3
-    relinearize_threshold: float = 0.01
-    relinearize_skip: int = 1
+    relinearize_threshold: float = 0.1
+    relinearize_skip: int = 10
     prior_translation_sigma: float = 1e-4
     prior_rotation_sigma: float = 1e-4
 
@@ -339,10 +339,14 @@ class PoseGraph:
             raise PoseGraphError(f"update: iterations must be >= 1, got {iterations}")
         if not self._keys:
             return
+        # Steps after a loop closure relinearise every variable that moved past the threshold
+        # now (not only every relinearize_skip-th update): the robust weights of closures
+        # are recomputed only at relinearisation, and a closure moves many variables at once.
+        force = self._pending_closure or iterations > 1
         try:
-            self._isam.update(self._pending_graph, self._pending_values)
+            self._isam.update(self._pending_graph, self._pending_values, force_relinearize=force)
             for _ in range(iterations - 1):
-                self._isam.update()
+                self._isam.update(gtsam.NonlinearFactorGraph(), gtsam.Values(), force_relinearize=force)
         except RuntimeError as exc:  # inputs are checked; this would be a numerical failure
             raise PoseGraphError(f"iSAM2 update failed ({exc}); reset() the graph") from exc
         self._pending_graph = gtsam.NonlinearFactorGraph()
@@ -401,13 +405,9 @@ class PoseGraph:
 
     def trajectory(self) -> Trajectory:
         """Every keyframe in insertion order at its optimised pose (for a ``nav_msgs/Path``)."""
-        n = len(self._keys)
-        positions = np.zeros((n, 3))
-        orientations = np.zeros((n, 4))
-        est = self._current_estimate()
-        for i, k in enumerate(self._keys):
-            pose = est.atPose3(k) if est.exists(k) else self._pending_keys[k]
-            positions[i], orientations[i] = position_quaternion(pose.matrix())
+        poses = self.optimized_poses()
+        stack = np.array([poses[k] for k in self._keys]).reshape(-1, 4, 4)
+        positions, orientations = position_quaternion(stack)
         keys = np.array(self._keys, dtype=np.int64)
         stamps = np.array([self._stamps[k] for k in self._keys], dtype=np.float64)
         return Trajectory(keys, stamps, positions, orientations)

@@ -144,14 +144,14 @@ def test_scale_free_closures_fix_rotation_drift():
 def test_scale_free_closures_impose_no_scale():
     odom, est, _ = run(0, scale_known=False)
     # Unit translations claim the revisits lie 1 m apart (truly 0.6-2.0 m): that must not
-    # pull on distances. Step lengths keep odometry's scale (measured max deviation 3e-5).
+    # pull on distances. Step lengths keep odometry's scale (measured max deviation 4e-4).
     steps = np.linalg.norm(np.diff(est[:, :3, 3], axis=0), axis=1)
     odom_steps = np.linalg.norm(np.diff(odom[:, :3, 3], axis=0), axis=1)
-    assert np.max(np.abs(steps / odom_steps - 1.0)) < 1e-3
+    assert np.max(np.abs(steps / odom_steps - 1.0)) < 2e-3
     # ... and the answer does not depend on the (meaningless) translation length at all.
     for factor in (5.0, 0.01):
         _, est_scaled, _ = run(0, scale_known=False, translation_factor=factor)
-        # measured max position difference 4e-4 m (x5) and 9e-5 m (x0.01)
+        # measured max position difference 3e-4 m (x5) and 8e-5 m (x0.01)
         assert np.max(np.abs(est_scaled[:, :3, 3] - est[:, :3, 3])) < 5e-3, factor
 
 
@@ -174,7 +174,7 @@ def test_batched_update_matches_incremental(clean_runs):
     est = graph.optimized_poses()
     inc = clean_runs[0][1]
     diff = max(np.linalg.norm(est[k][:3, 3] - inc[k][:3, 3]) for k in range(len(TRUTH)))
-    assert diff < 0.1  # measured 0.018 m (ATE 0.23 m): both reach the same optimum
+    assert diff < 0.1  # measured 0.013 m (ATE 0.23 m): both reach the same optimum
 
 
 def test_trajectory_and_reset(clean_runs):
@@ -195,5 +195,6 @@ def test_reset_forgets_everything():
     graph.reset()
     assert len(graph) == 0 and 1 not in graph
     np.testing.assert_array_equal(graph.latest_correction(), np.eye(4))
+    assert len(graph.trajectory()) == 0
     graph.add_keyframe(1, 0.0, np.eye(4))  # the same key is new again
     assert graph.keys == [1]
