@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -41,6 +41,9 @@ from .bags import GpsTrack, iter_bag_images, open_bag, read_pose_topic, read_tf
 from .errors import BuildMapError, sensor_errors_as_build_map_errors
 from .image_folder import list_images, read_image
 from .pose_sources import PoseTable, parse_utm_filename, read_pose_csv
+
+if TYPE_CHECKING:
+    from ..model import ExtractorParams
 
 __all__ = [
     "BuildMapError",
@@ -351,10 +354,17 @@ def make_thumbnail(image: np.ndarray, width: int = 160, quality: int = 80) -> by
     return buf.tobytes()
 
 
-def _make_extractor(model: str | Path | None, device: str, batch_size: int | None, fp16: bool = False) -> Any:
+def _make_extractor(
+    model: str | Path | None,
+    device: str | None,
+    batch_size: int | None,
+    fp16: bool | None = None,
+    params: ExtractorParams | None = None,
+) -> Any:
+    """The extractor for ``model`` from ``params`` (ExtractorParams), any non-None keyword over it."""
     from ..model import DescriptorExtractor
 
-    return DescriptorExtractor(model, device=device, fp16=fp16, batch_size=batch_size)
+    return DescriptorExtractor(model, params, device=device, fp16=fp16, batch_size=batch_size)
 
 
 def build_map(
@@ -363,9 +373,10 @@ def build_map(
     *,
     keyframes: KeyframeParams | None = None,
     model: str | Path | None = None,
-    device: str = "auto",
-    fp16: bool = False,
+    device: str | None = None,
+    fp16: bool | None = None,
     batch_size: int | None = None,
+    extractor_params: ExtractorParams | None = None,
     extractor: Any = None,
     index_config: IndexConfig | None = None,
     thumbnail_width: int = 160,
@@ -375,7 +386,9 @@ def build_map(
 
     Keyframes: ``keyframes`` thresholds (:class:`netvlad_ros.sensors.poses.KeyframeParams`; 0 turns
     one off, all off keeps every frame; the node's defaults when None). ``extractor`` (a
-    ``DescriptorExtractor``) overrides ``model`` / ``device`` / ``fp16`` / ``batch_size``. Summary keys: ``output``, ``pose_source``,
+    ``DescriptorExtractor``) overrides ``model`` / ``extractor_params`` (``ExtractorParams``: runtime,
+    threads, input size, ...); ``device`` / ``fp16`` / ``batch_size``, when not None, override those
+    fields. Summary keys: ``output``, ``pose_source``,
     ``images_read``, ``keyframes``, ``not_selected`` (had a pose but were too close to
     the last keyframe), ``skipped`` ({reason: count}: ``no_pose``, ``decode_error``),
     ``decode_errors`` (first messages), ``seconds``, ``images_per_second``,
@@ -389,7 +402,11 @@ def build_map(
         selector = KeyframeSelector(keyframes)
     t_start = time.perf_counter()
     with open_frames(source) as stream:
-        ex = extractor if extractor is not None else _make_extractor(model, device, batch_size, fp16)
+        ex = (
+            extractor
+            if extractor is not None
+            else _make_extractor(model, device, batch_size, fp16, extractor_params)
+        )
         db = MapDatabase.create(ex.dim, ex.fingerprint, index_config)
         if stream.origin is not None:
             db.set_origin(*stream.origin)
@@ -557,15 +574,24 @@ def source_from_args(args: Any, require_poses: bool = True) -> FrameSource:
 
 
 def add_model_arguments(parser: Any) -> None:
-    """``--model --device --fp16 --batch-size``: the extractor options every describing command takes."""
+    """``--model`` and the extractor's options (``ExtractorParams``: ``--device --runtime --fp16
+    --threads --max-side --batch-size``) that every describing command takes; read them back
+    with :func:`extractor_params_from_args`."""
+    from ..model import ExtractorParams
+
     parser.add_argument(
         "--model", type=Path, default=None, help="model file (.safetensors); default: built-in"
     )
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
-    parser.add_argument("--fp16", action="store_true", help="half precision (CUDA only)")
-    parser.add_argument(
-        "--batch-size", type=int, default=None, help="images per forward pass (default: 1 on CPU, 16 on CUDA)"
-    )
+    add_arguments(parser, ExtractorParams)
+
+
+def extractor_params_from_args(args: Any) -> ExtractorParams:
+    """The ``ExtractorParams`` of the options of :func:`add_model_arguments` (validated)."""
+    from ..model import ExtractorParams
+
+    params = from_arguments(ExtractorParams, args)
+    params.validate()
+    return params
 
 
 def add_build_map_arguments(parser: Any) -> None:
@@ -587,9 +613,7 @@ def build_map_from_args(args: Any) -> dict:
         source_from_args(args),
         keyframes=from_arguments(KeyframeParams, args, "keyframe."),
         model=args.model,
-        device=args.device,
-        fp16=args.fp16,
-        batch_size=args.batch_size,
+        extractor_params=extractor_params_from_args(args),
         thumbnail_width=args.thumbnail_width,
         progress=not args.quiet,
     )

@@ -148,9 +148,10 @@ def eval_map(
     output_png: str | Path | None = None,
     localizer_params: Any = None,
     model: str | Path | None = None,
-    device: str = "auto",
-    fp16: bool = False,
+    device: str | None = None,
+    fp16: bool | None = None,
     batch_size: int | None = None,
+    extractor_params: Any = None,
     extractor: Any = None,
     progress: bool = True,
 ) -> dict:
@@ -172,7 +173,11 @@ def eval_map(
         raise BuildMapError(f"map not found: {map_path}")
     source.require_poses = True
     source.validate()
-    ex = extractor if extractor is not None else _make_extractor(model, device, batch_size, fp16)
+    ex = (
+        extractor
+        if extractor is not None
+        else _make_extractor(model, device, batch_size, fp16, extractor_params)
+    )
     db = MapDatabase.load(map_path, expected_model_fingerprint=ex.fingerprint)
     if len(db) == 0:
         raise BuildMapError(f"map {map_path} has no keyframes")
@@ -283,7 +288,7 @@ def add_eval_map_arguments(parser: Any) -> None:
 
 def eval_map_from_args(args: Any) -> dict:
     """Run :func:`eval_map` from the namespace of :func:`add_eval_map_arguments`."""
-    from .build_map import source_from_args
+    from .build_map import extractor_params_from_args, source_from_args
 
     return eval_map(
         args.map,
@@ -292,9 +297,7 @@ def eval_map_from_args(args: Any) -> dict:
         output_json=args.json,
         output_png=args.plot,
         model=args.model,
-        device=args.device,
-        fp16=args.fp16,
-        batch_size=args.batch_size,
+        extractor_params=extractor_params_from_args(args),
         progress=not args.quiet,
     )
 
