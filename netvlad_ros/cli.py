@@ -12,12 +12,11 @@ from . import __version__
 
 def cmd_describe(args: argparse.Namespace) -> int:
     from .model import DescriptorExtractor
+    from .offline.build_map import extractor_params_from_args
     from .offline.describe import describe_folder
 
-    extractor = DescriptorExtractor(
-        args.model, device=args.device, fp16=args.fp16, batch_size=args.batch_size
-    )
-    summary = describe_folder(args.folder, args.output, extractor, args.batch_size, progress=not args.quiet)
+    extractor = DescriptorExtractor(args.model, extractor_params_from_args(args))
+    summary = describe_folder(args.folder, args.output, extractor, progress=not args.quiet)
     print(
         f"described {summary['images']} images -> {summary['output']} "
         f"({summary['dim']}-D, {summary['images_per_second']:.1f} img/s on {extractor.device})"
