@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import faiss
@@ -277,8 +278,8 @@ class MapDatabase:
                 positions=read_only(self._pos[:n]),
                 orientations=read_only(self._ori[:n]),
                 descriptors=read_only(self._desc[:n]),
-                meta=dict(self._meta),
-                features=dict(self._feat),
+                meta=MappingProxyType(dict(self._meta)),
+                features=MappingProxyType(dict(self._feat)),
                 index=index,
                 index_trained_on=self._trained_on if index is not None else 0,
                 calibration_json=self._calibration,

@@ -45,7 +45,8 @@ class MapSnapshot:
     ``orientations`` (N, 4) float64 (x, y, z, w) and ``descriptors`` (N, D) float32
     belongs to the same keyframe; rows are in the database's storage order (ascending
     ids after a load). Arrays are read-only. ``meta`` and ``features`` are keyed by id
-    (``features`` holds only keyframes that have local features).
+    (``features`` holds only keyframes that have local features); both are read-only
+    mappings.
 
     ``index``: a faiss index that belongs to this snapshot alone (nothing mutates it), or
     None when it is derived from the descriptors instead: always for a database's

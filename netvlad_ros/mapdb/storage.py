@@ -56,6 +56,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import faiss
@@ -575,8 +576,8 @@ def _load_verified(path: Path, expected_fp: str | None, accept: tuple[int, ...])
         positions=pos,
         orientations=ori,
         descriptors=desc,
-        meta=meta,
-        features=features,
+        meta=MappingProxyType(meta),
+        features=MappingProxyType(features),
         index=index,
         index_trained_on=trained_on,
         calibration_json=calibration_json,
