@@ -6,6 +6,9 @@
   temporal consistency, optional geometric verification, a reason for every reject.
 - ``GeometricVerifier`` / ``GeometryParams``: ORB/SIFT + ratio test + RANSAC
   (essential matrix with intrinsics, fundamental matrix otherwise).
+- ``RecognitionSession`` / ``SessionParams``: the per-frame rules of the node (modes,
+  keyframe gating, time going backwards, stale frames), shared by the node, eval-map
+  and the demo.
 
 Parameters, defaults and the measurements behind them: docs/recognition.md.
 """
@@ -35,8 +38,26 @@ from netvlad_ros.recognition.places import (
     normalized_margin,
 )
 from netvlad_ros.recognition.sequence import SequenceMatcher
+from netvlad_ros.recognition.session import (
+    MODES,
+    FrameEvent,
+    FramePlan,
+    FrameResult,
+    FrameStatus,
+    RecognitionSession,
+    SaveResult,
+    SessionParams,
+)
 
 __all__ = [
+    "MODES",
+    "FrameEvent",
+    "FramePlan",
+    "FrameResult",
+    "FrameStatus",
+    "RecognitionSession",
+    "SaveResult",
+    "SessionParams",
     "FeatureStore",
     "GeometricResult",
     "GeometricVerifier",

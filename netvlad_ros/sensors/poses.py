@@ -186,6 +186,11 @@ class PoseBuffer:
     def __len__(self) -> int:
         return self._end - self._start
 
+    @property
+    def newest_stamp(self) -> float | None:
+        """Stamp of the newest sample (None when empty)."""
+        return float(self._t[self._end - 1]) if self._end > self._start else None
+
     def clear(self) -> None:
         """Forget every sample (e.g. the source restarted)."""
         self._start = self._end = 0
