@@ -51,14 +51,11 @@ from netvlad_ros.recognition.session import (
 
 __all__ = [
     "MODES",
+    "FeatureStore",
     "FrameEvent",
     "FramePlan",
     "FrameResult",
     "FrameStatus",
-    "RecognitionSession",
-    "SaveResult",
-    "SessionParams",
-    "FeatureStore",
     "GeometricResult",
     "GeometricVerifier",
     "GeometryParams",
@@ -75,9 +72,12 @@ __all__ = [
     "LoopClosureResult",
     "Place",
     "RecognitionParamError",
+    "RecognitionSession",
     "RejectReason",
     "RejectedCandidate",
+    "SaveResult",
     "SequenceMatcher",
+    "SessionParams",
     "cluster_hypotheses",
     "normalized_margin",
 ]
