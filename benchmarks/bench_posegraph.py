@@ -7,7 +7,7 @@ keyframes, heading-biased odometry, 21 closures), per loop-closure kernel and sc
 the optimised ATE as a fraction of the odometry ATE (clean run; target <= 0.25), and the
 worst ATE with one wrong closure (4 placements) relative to the clean run (target <= 1.2).
 Every ATE is aligned (SE(3), no scale). A batch GNC (GTSAM's GncLMOptimizer, TLS loss) on
-the same factors is the non-incremental reference.
+the same factors is the non-incremental reference (``--gnc``).
 
 Part ``cost``: a drive of laps round a 100 m square (1 m keyframes, a loop closure on every
 5th revisited keyframe) is built to N keyframes (in batches of ``--build-batch``), then
@@ -16,7 +16,8 @@ Part ``cost``: a drive of laps round a 100 m square (1 m keyframes, a loop closu
 a keyframe one or more laps back, ``closure_iterations`` steps), and of ``trajectory()``
 (the whole optimised path, as a node publishes it).
 
-    .venv/bin/python benchmarks/bench_posegraph.py                    # both parts
+    .venv/bin/python benchmarks/bench_posegraph.py                    # both parts, ~4 min
+    .venv/bin/python benchmarks/bench_posegraph.py --part kernels --gnc
     .venv/bin/python benchmarks/bench_posegraph.py --part cost --sizes 1000 10000
 """
 
@@ -103,7 +104,7 @@ def _is_odometry(factor: gtsam.NonlinearFactor) -> bool:
     return abs(int(a) - int(b)) == 1
 
 
-def kernel_table(seeds: int) -> None:
+def kernel_table(seeds: int, gnc: bool) -> None:
     print(
         f"\n## Loop-closure kernels ({seeds} seeds; clean = optimised/odometry ATE, wrong = worst wrong/clean)"
     )
@@ -125,6 +126,12 @@ def kernel_table(seeds: int) -> None:
                     wrong_ratio = max(wrong_ratio, loop_run(params, seed, bias, w)[1] / ate_clean)
             cells.append(f"clean {clean_ratio:.3f}, wrong {wrong_ratio:.2f}")
         print(f"| {kernel} | {c:g} | " + " | ".join(cells) + " |", flush=True)
+    if gnc:
+        gnc_row(seeds)
+
+
+def gnc_row(seeds: int) -> None:
+    base = PoseGraphParams()
     cells = []
     t0 = time.perf_counter()
     runs = 0
@@ -196,6 +203,11 @@ def cost_table(sizes: list[int], samples: int, build_batch: int) -> None:
         )
 
 
+def load_average() -> str:
+    """1/5/15-minute load average: other processes' share of the CPUs during the run."""
+    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--part", choices=("kernels", "cost", "all"), default="all")
@@ -203,16 +215,15 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=200, help="timed keyframes after reaching N")
     ap.add_argument("--build-batch", type=int, default=100, help="keyframes per iSAM2 update while building")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--gnc", action="store_true", help="add the batch GNC reference row (about 2.5 min more)")
     args = ap.parse_args()
-    print(
-        f"# bench_posegraph: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, gtsam iSAM2"
-    )
+    print(f"# bench_posegraph: {platform.machine()}, {os.cpu_count()} CPUs, load average {load_average()}")
     t0 = time.perf_counter()
     if args.part in ("kernels", "all"):
-        kernel_table(args.seeds)
+        kernel_table(args.seeds, args.gnc)
     if args.part in ("cost", "all"):
         cost_table(args.sizes, args.samples, args.build_batch)
-    print(f"\ntotal {time.perf_counter() - t0:.0f} s")
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s; load average {load_average()}")
 
 
 if __name__ == "__main__":

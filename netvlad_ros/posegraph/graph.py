@@ -360,10 +360,16 @@ class PoseGraph:
     def optimized_poses(self) -> dict[int, Matrix]:
         """Key -> optimised 4x4 pose in the map frame (pending keyframes at their initial guess)."""
         est = self._current_estimate()
-        return {
-            k: est.atPose3(k).matrix() if est.exists(k) else self._pending_keys[k].matrix()
-            for k in self._keys
-        }
+        # One vectorised read (rows: row-major rotation, then translation, in est.keys() order);
+        # a Python loop over atPose3 costs ~2 us a keyframe.
+        flat = np.asarray(gtsam.utilities.extractPose3(est), dtype=np.float64).reshape(-1, 12)
+        mats = np.tile(np.eye(4), (len(flat), 1, 1))
+        mats[:, :3, :3] = flat[:, :9].reshape(-1, 3, 3)
+        mats[:, :3, 3] = flat[:, 9:]
+        out = dict(zip((int(k) for k in est.keys()), mats, strict=True))  # noqa: SIM118 (Values is no dict)
+        for k, pose in self._pending_keys.items():
+            out[k] = pose.matrix()
+        return {k: out[k] for k in self._keys}
 
     def optimized_pose(self, key: int) -> Matrix:
         """One keyframe's optimised 4x4 pose in the map frame."""

@@ -184,6 +184,8 @@ def test_trajectory_and_reset(clean_runs):
     np.testing.assert_array_equal(traj.keys, np.arange(len(TRUTH)))
     np.testing.assert_allclose(traj.stamps, 100.0 + np.arange(len(TRUTH)))
     np.testing.assert_allclose(traj.positions, est[:, :3, 3], atol=1e-9)
+    for k in (0, 57, 199):  # the bulk read agrees with the one-key read
+        np.testing.assert_allclose(graph.optimized_pose(k), est[k], atol=1e-12)
     # quaternions (x, y, z, w) of the same rotations
     np.testing.assert_allclose(Rotation.from_quat(traj.orientations).as_matrix(), est[:, :3, :3], atol=1e-9)
 
