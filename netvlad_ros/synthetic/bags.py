@@ -5,7 +5,11 @@ known content. Frames are :class:`.frames.Frame` records (what
 :class:`.world.SyntheticWorld` renders). Uses the pure-Python ``rosbags`` library (no ROS install).
 Messages: sensor_msgs/msg/Image (bgr8) or sensor_msgs/msg/CompressedImage
 (JPEG), sensor_msgs/msg/NavSatFix and nav_msgs/msg/Odometry (pose in the local
-ENU "map" frame, child "base_link", forward speed in the twist).
+ENU "map" frame, child "base_link", forward speed in the twist; when the frames carry
+drifting odometry, the odometry pose in the "odom" frame with its covariance), and on
+request sensor_msgs/msg/CameraInfo, aligned depth (sensor_msgs/msg/Image, 32FC1 metres
+or 16UC1 millimetres) and the ground truth (nav_msgs/msg/Odometry). Topics and frame
+ids: docs/synthetic_world.md, "Bags".
 """
 
 from __future__ import annotations
@@ -20,9 +24,16 @@ import numpy as np
 
 from .frames import Frame
 
-__all__ = ["BAG_STORAGES", "write_bag"]
+__all__ = ["BAG_STORAGES", "DEPTH_ENCODINGS", "depth_to_16uc1", "write_bag"]
 
 BAG_STORAGES = ("mcap", "sqlite3", "ros1")
+DEPTH_ENCODINGS = ("32FC1", "16UC1")
+
+
+def depth_to_16uc1(depth: np.ndarray) -> np.ndarray:
+    """Metres (float, +inf/NaN = no return) -> uint16 millimetres, 0 = no return (also beyond 65.535 m)."""
+    mm = np.round(np.nan_to_num(depth.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0) * 1000.0)
+    return np.where((mm > 0) & (mm <= 65535), mm, 0).astype(np.uint16)
 
 
 def _stamp_ns(stamp: float) -> int:
@@ -40,6 +51,10 @@ def write_bag(
     frame_id: str = "camera",
     rate_hz: float | None = None,
     jpeg_quality: int = 90,
+    camera_info_topic: str | None = None,
+    depth_topic: str | None = None,
+    depth_encoding: str = "32FC1",
+    ground_truth_topic: str | None = None,
 ) -> Path:
     """Write ``frames`` to a new bag at ``path`` and return its path.
 
@@ -51,6 +66,16 @@ def write_bag(
     the first frame's stamp; otherwise the frames' own stamps are used (they
     must increase). Header and bag receive times are identical. A topic given
     as None is not written.
+
+    Off unless named (e.g. ``"/camera/camera_info"``, ``"/camera/depth/image_raw"``,
+    ``"/ground_truth"``): ``camera_info_topic`` writes each frame's intrinsics
+    (sensor_msgs/CameraInfo, same stamp and ``frame_id`` as the image, plumb_bob with zero
+    distortion); ``depth_topic`` its aligned depth (sensor_msgs/Image, ``depth_encoding``
+    ``32FC1``: float metres, +inf where there is no return (sky), or ``16UC1``: millimetres,
+    0 = no return, also beyond 65.535 m), same stamp and ``frame_id``; ``ground_truth_topic``
+    the true pose (nav_msgs/Odometry, frame "map", child "base_link", zero covariance).
+    ``odom_topic`` carries the frames' drifting odometry when they have it (frame
+    "odom", its covariance), else the ground truth as before (frame "map").
     """
     from rosbags.typesys import Stores, get_typestore
 
@@ -71,6 +96,21 @@ def write_bag(
     for f in frames:
         if f.image.dtype != np.uint8 or f.image.ndim != 3 or f.image.shape[2] != 3:
             raise ValueError(f"write_bag: frame {f.index} image must be HxWx3 uint8 BGR, got {f.image.shape}")
+    if depth_encoding not in DEPTH_ENCODINGS:
+        raise ValueError(
+            f"write_bag: depth_encoding must be one of {DEPTH_ENCODINGS}, got {depth_encoding!r}"
+        )
+    for f in frames:
+        if depth_topic and (f.depth is None or f.depth.shape != f.image.shape[:2]):
+            got = None if f.depth is None else f.depth.shape
+            raise ValueError(
+                f"write_bag: depth_topic needs each frame's depth of the image's size; frame {f.index} has {got} "
+                "(render the traversal with depth=True)"
+            )
+        if camera_info_topic and f.camera is None:
+            raise ValueError(
+                f"write_bag: camera_info_topic needs each frame's camera; frame {f.index} has none"
+            )
     if compressed and not image_topic.endswith("/compressed"):
         image_topic = image_topic.rstrip("/") + "/compressed"
 
@@ -91,6 +131,14 @@ def write_bag(
         topics.append((gps_topic, "sensor_msgs/msg/NavSatFix"))
     if odom_topic:
         topics.append((odom_topic, "nav_msgs/msg/Odometry"))
+    if camera_info_topic:
+        topics.append((camera_info_topic, "sensor_msgs/msg/CameraInfo"))
+    if depth_topic:
+        topics.append((depth_topic, "sensor_msgs/msg/Image"))
+    if ground_truth_topic:
+        topics.append((ground_truth_topic, "nav_msgs/msg/Odometry"))
+    if len({t for t, _ in topics}) != len(topics):
+        raise ValueError(f"write_bag: topic names must differ, got {[t for t, _ in topics]}")
 
     if ros1:
         from rosbags.rosbag1 import Writer as Writer1
@@ -102,6 +150,47 @@ def write_bag(
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
         writer = Writer(path, version=9, storage_plugin=plugin)
     vec3, quat = types["geometry_msgs/msg/Vector3"], types["geometry_msgs/msg/Quaternion"]
+    positions = [f.position for f in frames]
+
+    def speed(pos_of: list[np.ndarray], i: int) -> float:
+        if len(pos_of) < 2:
+            return 0.0
+        j = i + 1 if i + 1 < len(pos_of) else i - 1
+        return float(np.linalg.norm(pos_of[j] - pos_of[i]) / abs(stamps[j] - stamps[i]))
+
+    def odometry(ns: int, i: int, fid: str, p: np.ndarray, q: np.ndarray, v: float, cov: np.ndarray) -> Any:
+        pose = types["geometry_msgs/msg/Pose"](
+            position=types["geometry_msgs/msg/Point"](x=float(p[0]), y=float(p[1]), z=float(p[2])),
+            orientation=quat(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])),
+        )
+        twist = types["geometry_msgs/msg/Twist"](
+            linear=vec3(x=v, y=0.0, z=0.0), angular=vec3(x=0.0, y=0.0, z=0.0)
+        )
+        twist_cov = (np.eye(6) * 1e-4).reshape(-1)
+        return types["nav_msgs/msg/Odometry"](
+            header=header(ns, fid, i), child_frame_id="base_link",
+            pose=types["geometry_msgs/msg/PoseWithCovariance"](pose=pose, covariance=np.asarray(cov, np.float64).reshape(-1)),
+            twist=types["geometry_msgs/msg/TwistWithCovariance"](twist=twist, covariance=twist_cov),
+        )  # fmt: skip
+
+    def camera_info(ns: int, i: int, cam: Any) -> Any:
+        k = np.array([cam.fx, 0.0, cam.cx, 0.0, cam.fy, cam.cy, 0.0, 0.0, 1.0])
+        pm = np.array([cam.fx, 0.0, cam.cx, 0.0, 0.0, cam.fy, cam.cy, 0.0, 0.0, 0.0, 1.0, 0.0])
+        dist = np.array(cam.distortion, np.float64)
+        model = cam.distortion_model if cam.distortion_model != "none" else "plumb_bob"
+        if model == "plumb_bob" and dist.size == 0:
+            dist = np.zeros(5)
+        roi = types["sensor_msgs/msg/RegionOfInterest"](
+            x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
+        )
+        arrays = {"d": dist, "k": k, "r": np.eye(3).reshape(-1), "p": pm}
+        if ros1:
+            arrays = {key.upper(): val for key, val in arrays.items()}
+        return types["sensor_msgs/msg/CameraInfo"](
+            header=header(ns, frame_id, i), height=int(cam.height), width=int(cam.width), distortion_model=model,
+            binning_x=0, binning_y=0, roi=roi, **arrays,
+        )  # fmt: skip
+
     with writer:
         conns = {topic: writer.add_connection(topic, msgtype, typestore=ts) for topic, msgtype in topics}
         for i, f in enumerate(frames):
@@ -130,25 +219,39 @@ def write_bag(
                 )  # fmt: skip
                 writer.write(conns[gps_topic], ns, serialize(msg, msg.__msgtype__))
             if odom_topic:
-                speed = 0.0
-                if len(frames) > 1:
-                    j = i + 1 if i + 1 < len(frames) else i - 1
-                    speed = float(
-                        np.linalg.norm(frames[j].position - f.position) / abs(stamps[j] - stamps[i])
+                drifting = f.odom_position is not None and f.odom_orientation is not None
+                if drifting:
+                    pos_of = [
+                        fr.odom_position if fr.odom_position is not None else fr.position for fr in frames
+                    ]
+                    p, q = f.odom_position, f.odom_orientation
+                    cov = f.odom_covariance if f.odom_covariance is not None else np.eye(6) * 1e-4
+                    msg = odometry(ns, i, "odom", p, q, speed(pos_of, i), cov)
+                else:
+                    msg = odometry(
+                        ns, i, "map", f.position, f.orientation, speed(positions, i), np.eye(6) * 1e-4
                     )
-                p, q = f.position, f.orientation
-                pose = types["geometry_msgs/msg/Pose"](
-                    position=types["geometry_msgs/msg/Point"](x=float(p[0]), y=float(p[1]), z=float(p[2])),
-                    orientation=quat(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])),
-                )
-                twist = types["geometry_msgs/msg/Twist"](
-                    linear=vec3(x=speed, y=0.0, z=0.0), angular=vec3(x=0.0, y=0.0, z=0.0)
-                )
-                cov = (np.eye(6) * 1e-4).reshape(-1)
-                msg = types["nav_msgs/msg/Odometry"](
-                    header=header(ns, "map", i), child_frame_id="base_link",
-                    pose=types["geometry_msgs/msg/PoseWithCovariance"](pose=pose, covariance=cov),
-                    twist=types["geometry_msgs/msg/TwistWithCovariance"](twist=twist, covariance=cov),
-                )  # fmt: skip
                 writer.write(conns[odom_topic], ns, serialize(msg, msg.__msgtype__))
+            if camera_info_topic and f.camera is not None:
+                cam = f.camera
+                msg = camera_info(ns, i, cam)
+                writer.write(conns[camera_info_topic], ns, serialize(msg, msg.__msgtype__))
+            if depth_topic and f.depth is not None:
+                h, w = f.depth.shape
+                if depth_encoding == "32FC1":
+                    data = np.ascontiguousarray(f.depth.astype("<f4")).view(np.uint8).reshape(-1)
+                    step = w * 4
+                else:
+                    data = (
+                        np.ascontiguousarray(depth_to_16uc1(f.depth).astype("<u2")).view(np.uint8).reshape(-1)
+                    )
+                    step = w * 2
+                msg = types["sensor_msgs/msg/Image"](
+                    header=header(ns, frame_id, i), height=h, width=w, encoding=depth_encoding, is_bigendian=0,
+                    step=step, data=data,
+                )  # fmt: skip
+                writer.write(conns[depth_topic], ns, serialize(msg, msg.__msgtype__))
+            if ground_truth_topic:
+                msg = odometry(ns, i, "map", f.position, f.orientation, speed(positions, i), np.zeros((6, 6)))
+                writer.write(conns[ground_truth_topic], ns, serialize(msg, msg.__msgtype__))
     return path
