@@ -43,6 +43,9 @@ ROTATION_TOLERANCE = 1e-6
 """Largest ``|R.T @ R - I|`` entry accepted in a pose matrix (float32 round trips stay below)."""
 QUATERNION_NORM_TOLERANCE = 1e-3
 """Largest ``|norm(q) - 1|`` accepted; within it the quaternion is normalised."""
+MAX_CONDITION = 1e15
+"""Largest eigenvalue ratio accepted in a covariance: beyond it the smallest eigenvalues are
+rounding noise of the largest (float64 carries ~16 digits), so "positive definite" means nothing."""
 SYMMETRY_TOLERANCE = 1e-9
 """Largest ``|C - C.T|`` entry accepted in a covariance, relative to its largest entry."""
 
@@ -135,11 +138,14 @@ def check_covariance(cov: ArrayLike, what: str = "covariance") -> Matrix:
     if asym > SYMMETRY_TOLERANCE * scale:
         raise PoseGraphError(f"{what}: not symmetric (largest |C - C^T| = {asym:.3g})")
     mat = 0.5 * (mat + mat.T)
-    try:
-        np.linalg.cholesky(mat)
-    except np.linalg.LinAlgError:
-        eig = float(np.min(np.linalg.eigvalsh(mat)))
-        raise PoseGraphError(f"{what}: not positive definite (smallest eigenvalue {eig:.3g})") from None
+    eig = np.linalg.eigvalsh(mat)
+    if eig[0] <= 0.0:
+        raise PoseGraphError(f"{what}: not positive definite (smallest eigenvalue {eig[0]:.3g})")
+    if eig[0] < eig[-1] / MAX_CONDITION:
+        raise PoseGraphError(
+            f"{what}: numerically singular (eigenvalues {eig[0]:.3g} to {eig[-1]:.3g}, "
+            f"condition number above {MAX_CONDITION:.0e})"
+        )
     return mat
 
 

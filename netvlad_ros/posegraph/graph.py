@@ -185,10 +185,9 @@ class PoseGraph:
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
         """Forget every keyframe and factor (a new map frame starts at the next keyframe)."""
-        isam_params = gtsam.ISAM2Params()
-        isam_params.setRelinearizeThreshold(float(self.params.relinearize_threshold))
-        isam_params.relinearizeSkip = int(self.params.relinearize_skip)
-        self._isam = gtsam.ISAM2(isam_params)
+        self._factorization = "CHOLESKY"
+        self._isam = self._new_isam()
+        self._factors = gtsam.NonlinearFactorGraph()  # every factor iSAM2 has accepted
         self._keys: list[int] = []
         self._stamps: dict[int, float] = {}
         self._odom: dict[int, Matrix] = {}
@@ -205,6 +204,13 @@ class PoseGraph:
 
     def __len__(self) -> int:
         return len(self._keys)
+
+    def _new_isam(self) -> gtsam.ISAM2:
+        isam_params = gtsam.ISAM2Params()
+        isam_params.setRelinearizeThreshold(float(self.params.relinearize_threshold))
+        isam_params.relinearizeSkip = int(self.params.relinearize_skip)
+        isam_params.setFactorization(self._factorization)
+        return gtsam.ISAM2(isam_params)
 
     def __contains__(self, key: object) -> bool:
         return key in self._stamps
@@ -311,13 +317,15 @@ class PoseGraph:
             cov[:3, :] = 0.0
             cov[:, :3] = 0.0
             cov[:3, :3] = np.eye(3) * self.params.scale_free_translation_sigma**2
+            cov = check_covariance(cov, f"{what}: covariance with the scale-free translation sigma")
         cov_tangent = ros_to_tangent_covariance(cov, rel[:3, :3])
         gaussian = gtsam.noiseModel.Gaussian.Covariance(cov_tangent)
         robust = _kernel(self.params)
         noise = gaussian if robust is None else gtsam.noiseModel.Robust.Create(robust, gaussian)
         measured = gtsam.Pose3(rel)
         self._pending_graph.add(gtsam.BetweenFactorPose3(m, q, measured, noise))
-        information = np.asarray(np.linalg.inv(cov_tangent), dtype=np.float64)
+        eig, vec = np.linalg.eigh(cov_tangent)  # positive definite: checked above, J is orthogonal
+        information = np.asarray((vec / eig) @ vec.T, dtype=np.float64)
         self._closures.append(_Closure(m, q, bool(scale_known), measured, information, robust))
         self._pending_closure = True
         self.counters["loop_closures"] += 1
@@ -344,17 +352,65 @@ class PoseGraph:
         # are recomputed only at relinearisation, and a closure moves many variables at once.
         force = self._pending_closure or iterations > 1
         try:
-            self._isam.update(self._pending_graph, self._pending_values, force_relinearize=force)
-            for _ in range(iterations - 1):
-                self._isam.update(gtsam.NonlinearFactorGraph(), gtsam.Values(), force_relinearize=force)
-        except RuntimeError as exc:  # inputs are checked; this would be a numerical failure
-            raise PoseGraphError(f"iSAM2 update failed ({exc}); reset() the graph") from exc
+            self._step(self._pending_graph, self._pending_values, iterations, force)
+        except RuntimeError:
+            # Cholesky (the fast default) can meet a system it calls indeterminate although every
+            # covariance is positive definite: a step covariance mixing 1e-8 and 1 rad^2, say.
+            # QR factorises the Jacobian instead of its square and copes (measured up to
+            # condition 1e20) at 4-10x the cost, so rebuild with it and go on.
+            if self._factorization == "QR":
+                raise PoseGraphError(
+                    "iSAM2 update failed with QR factorisation too; reset() the graph"
+                ) from None
+            self._rebuild_with_qr(iterations, force)
+        self._factors.push_back(self._pending_graph)
         self._pending_graph = gtsam.NonlinearFactorGraph()
         self._pending_values = gtsam.Values()
         self._pending_keys.clear()
         self._pending_closure = False
         self._estimate = None
         self.counters["updates"] += 1
+
+    def _step(
+        self, graph: gtsam.NonlinearFactorGraph, values: gtsam.Values, iterations: int, force: bool
+    ) -> None:
+        self._isam.update(graph, values, force_relinearize=force)
+        for _ in range(iterations - 1):
+            self._isam.update(gtsam.NonlinearFactorGraph(), gtsam.Values(), force_relinearize=force)
+
+    def _rebuild_with_qr(self, iterations: int, force: bool) -> None:
+        """Replace the failed iSAM2 by a QR one holding every accepted and pending factor."""
+        try:
+            previous = self._isam.calculateEstimate()
+        except RuntimeError:  # the failed instance may not even give its estimate
+            previous = gtsam.Values()
+        initial = gtsam.Values()
+        last: gtsam.Pose3 | None = None
+        for k in self._keys:
+            if k in self._pending_keys:
+                pose = self._pending_keys[k]
+            elif previous.exists(k):
+                pose = previous.atPose3(k)
+            elif last is not None:  # dead reckoning from the previous keyframe
+                pose = last.compose(
+                    gtsam.Pose3(invert(self._odom[self._keys[self._keys.index(k) - 1]]) @ self._odom[k])
+                )
+            else:
+                pose = gtsam.Pose3(self._odom[k])
+            initial.insert(k, pose)
+            last = pose
+        graph = gtsam.NonlinearFactorGraph()
+        graph.push_back(self._factors)
+        graph.push_back(self._pending_graph)
+        self._factorization = "QR"
+        self._isam = self._new_isam()
+        self.counters["isam2_rebuilt_with_qr"] += 1
+        try:
+            self._step(graph, initial, max(iterations, self.params.closure_iterations), True)
+        except RuntimeError as exc:
+            raise PoseGraphError(
+                f"iSAM2 update failed with QR factorisation too ({exc}); reset() the graph"
+            ) from exc
 
     # ------------------------------------------------------------------ output
     def optimized_poses(self) -> dict[int, Matrix]:
