@@ -423,6 +423,7 @@ class SyntheticWorld:
     """
 
     MIP_LEVELS = 4
+    PROP_RANGE_M = 110.0  # props farther than this are not drawn (under 30 px tall at 640x480)
 
     def __init__(self, config: WorldConfig) -> None:
         config.validate()
@@ -650,7 +651,8 @@ class SyntheticWorld:
         polygons), dressed for its weather and season (snow, wet, autumn leaves)."""
         sun = 0.0 if self.indoor else app.sun_strength
         leaves = "autumn" if app.season == "autumn" and self.props.tree_xy.size else ""
-        dressing = (0.0, 0.0, "") if self.indoor else (round(app.snow, 3), round(app.rain, 3), leaves)
+        # snow and rain in steps of 0.1: a few ground maps serve every condition (each takes ~0.1 s)
+        dressing = (0.0, 0.0, "") if self.indoor else (round(app.snow, 1), round(app.rain, 1), leaves)
         key = (round(sun, 6), round(app.sun_azimuth_rad, 6), round(app.sun_elevation_rad, 6), dressing)
         if key in self._ground_cache:
             self._ground_cache.move_to_end(key)
@@ -923,11 +925,8 @@ class SyntheticWorld:
                 c3 = cv2.merge([cover, cover, cover])
                 wall = (wall.astype(np.float32) * (1.0 - c3) + np.float32(238.0) * c3).astype(np.uint8)
             if app.night > 0 and app.lit_windows:
-                lit = np.zeros((img_h, img_w), np.float32)
-                for bit, ch in ((1, 0), (2, 1)):
-                    if app.lit_windows & bit:
-                        lit = np.maximum(lit, extra[..., ch].astype(np.float32))
-                lit_windows = lit * np.float32(app.night / 255.0)
+                sets = [extra[..., ch] for bit, ch in ((1, 0), (2, 1)) if app.lit_windows & bit]
+                lit_windows = sets[0] if len(sets) == 1 else cv2.max(sets[0], sets[1])  # uint8
         # wall rows: from the roof line down to the ground line, per column
         bh = self.seg_height[seg]
         top = np.where(hit, cy - (bh - c.camera_height_m) * fy / z, img_h + 1.0)
@@ -963,11 +962,17 @@ class SyntheticWorld:
         shaded = cv2.add(
             cv2.multiply(wall, cv2.merge([k, k, k]), dtype=cv2.CV_8U), haze
         )  # OpenCV: fast, saturating
-        if lit_windows is not None and emission is not None:
-            warm = np.array(app.lamp_bgr, np.float32) / 255.0
-            glass = 0.35 + 0.65 * wall.astype(np.float32) / 255.0  # curtains and blinds tint the light
-            lw = (lit_windows * mask * (1.0 - fog[None, :]).astype(np.float32))[..., None]
-            emission += lw * glass * warm * np.float32(230.0)
+        if lit_windows is not None and emission is not None and lit_windows.any():
+            # emission = lit * night * (1 - haze) * lamp colour * 230 * (0.35 + 0.65 * texture): curtains tint it
+            scale = (1.0 - fog).astype(np.float32) * np.float32(app.night * 230.0 / 255.0**3)
+            lw = cv2.multiply(
+                lit_windows.astype(np.float32),
+                np.ascontiguousarray(np.broadcast_to(scale, lit_windows.shape)),
+            )
+            lw = cv2.multiply(lw, mask.astype(np.float32))
+            glass = cv2.addWeighted(wall, 0.65, wall, 0.0, 0.35 * 255.0, dtype=cv2.CV_32F)
+            tint = cv2.merge([lw * np.float32(v) for v in app.lamp_bgr])
+            emission += cv2.multiply(glass, tint)
         return cv2.copyTo(shaded, mask.astype(np.uint8), img), mask
 
     def _sky(
@@ -1117,16 +1122,25 @@ class SyntheticWorld:
         (h, w) in [0, 1] at image offset (x0, y0), where nothing nearer (``occ``) hides it."""
         h, w = alpha.shape
         ys, xs = slice(y0, y0 + h), slice(x0, x0 + w)
-        vis = (occ[ys, xs] > z) & (alpha > 0.02)
-        if not vis.any():
+        occ_roi = occ[ys, xs]
+        vis = (occ_roi > z).astype(np.float32)
+        a = alpha * vis
+        if not a.any():
             return
-        a = np.where(vis, alpha, 0.0).astype(np.float32)
-        a3 = a[..., None]
-        region = img[ys, xs].astype(np.float32)
-        img[ys, xs] = np.clip(region * (1.0 - a3) + colour * vis[..., None], 0, 255).astype(np.uint8)
-        occ[ys, xs] = np.where(a > 0.5, np.float32(z), occ[ys, xs])
+        keep = cv2.merge([1.0 - a] * 3)
+        out = cv2.add(
+            cv2.multiply(img[ys, xs], keep, dtype=cv2.CV_32F), cv2.multiply(colour, cv2.merge([vis] * 3))
+        )
+        img[ys, xs] = cv2.convertScaleAbs(out)
+        occ_roi[a > 0.5] = np.float32(z)
         if emission is not None:
-            emission[ys, xs] *= 1.0 - a3
+            emission[ys, xs] *= keep
+
+    @staticmethod
+    def _hidden(occ: np.ndarray, xa: int, xb: int, ya: int, yb: int, z: float) -> bool:
+        """Whether everything over the box (columns xa..xb-1, rows ya..yb-1) is nearer than ``z``: then a
+        billboard at depth ``z`` there is hidden and need not be drawn (a cheap test before the warp)."""
+        return bool((occ[ya:yb, xa:xb] < z).all())
 
     def _draw_props(self, img, occ, emission, pos, yaw, app: Appearance, ambient: float, sky_h) -> None:
         """Street trees (billboards, dressed by season) and lamp posts (3-D lines), far to near."""
@@ -1143,7 +1157,7 @@ class SyntheticWorld:
                 continue
             rel = xy - pos
             zz, xx = rel @ fwd, rel @ right
-            ok = (zz > 0.4) & (zz < 150.0) & (np.abs(xx) < zz * tan_half + half_w)
+            ok = (zz > 0.4) & (zz < self.PROP_RANGE_M) & (np.abs(xx) < zz * tan_half + half_w)
             items.extend((float(zz[i]), kind, int(i)) for i in np.nonzero(ok)[0])
         light = (
             ambient + (1.0 - ambient) * 0.55 * math.sin(app.sun_elevation_rad)
@@ -1169,7 +1183,7 @@ class SyntheticWorld:
                 left, topp = u_c - wpx / 2.0, v_b - hpx
                 xa, ya = max(0, math.floor(left)), max(0, math.floor(topp))
                 xb, yb = min(img_w, math.ceil(left + wpx)), min(img_h, math.ceil(v_b))
-                if xb <= xa or yb <= ya:
+                if xb <= xa or yb <= ya or self._hidden(occ, xa, xb, ya, yb, zz):
                     continue
                 flip = -1.0 if pr.tree_flip[i] else 1.0
                 # dst = sc * src + offset (pixel centres): x_dst = left + (x_src + 0.5) * sc - 0.5
@@ -1215,7 +1229,7 @@ class SyntheticWorld:
         pad = thick + max(2, round(fx * 0.35 / zmid))
         xa, xb = max(0, math.floor(min(xs_)) - pad), min(img.shape[1], math.ceil(max(xs_)) + pad)
         ya, yb = max(0, math.floor(min(ys_)) - pad), min(img.shape[0], math.ceil(max(ys_)) + pad)
-        if xb <= xa or yb <= ya:
+        if xb <= xa or yb <= ya or self._hidden(occ, xa, xb, ya, yb, min(zs)):
             return
         canvas = np.zeros((yb - ya, xb - xa), np.uint8)
         q = [(round(u - xa), round(v - ya)) for u, v in uv]
