@@ -66,8 +66,8 @@ def fitting_frames(
     """Yield ``n`` frames, spread evenly over one world per seed in ``seeds``.
 
     Each seed's world is a 2x2-block street (trees every 9-16 m, lamps every 20-30 m) or,
-    for about ``indoor_fraction`` of the seeds (decided by the seed), a 2x2 corridor
-    building. Its frames come in runs of ``frames_per_condition`` consecutive frames of
+    for ``floor(indoor_fraction * len(seeds))`` of them spread evenly along ``seeds`` (the
+    seed at position i when ``floor((i + 1) f) > floor(i f)``), a 2x2 corridor building. Its frames come in runs of ``frames_per_condition`` consecutive frames of
     one condition (drawn from :data:`OUTDOOR_MIX` / :data:`INDOOR_MIX`), each run a
     ``query``-style drive (lateral weave, heading jitter, clutter) starting at a random
     place on the route, 4 m (streets) or 1.5 m (corridors) between frames. ``Frame.condition``
@@ -83,11 +83,11 @@ def fitting_frames(
         raise ValueError(f"fitting_frames: frames_per_condition must be >= 1, got {frames_per_condition!r}")
     per_world = math.ceil(n / len(seeds)) if n else 0
     produced = 0
-    for seed in seeds:
+    for pos, seed in enumerate(seeds):
         if produced >= n:
             return
         rng = np.random.default_rng([int(seed), 8088])
-        indoor = bool(rng.random() < indoor_fraction)
+        indoor = math.floor((pos + 1) * indoor_fraction) > math.floor(pos * indoor_fraction)  # spread evenly
         if indoor:
             config = WorldConfig.corridors(seed=int(seed), width=width, height=height, blocks_x=2, blocks_y=2)
             spacing = 1.5
