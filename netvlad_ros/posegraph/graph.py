@@ -198,7 +198,8 @@ class PoseGraph:
         self._pending_closure = False
         self._estimate: gtsam.Values | None = None
         self.counters: Counter[str] = Counter()
-        """Event counts: ``odom_covariance_<reason>`` per fallback, ``loop_closures``, ``updates``."""
+        """Event counts: ``odom_covariance_<missing|zero|invalid>`` per fallback, ``loop_closures``,
+        ``loop_closures_scale_free``, ``updates``, ``isam2_rebuilt_with_qr``."""
         self.last_odom_covariance_problem: str | None = None
         """Why the last rejected (non-zero) odometry covariance was rejected."""
 
