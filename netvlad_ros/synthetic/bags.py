@@ -219,8 +219,7 @@ def write_bag(
                 )  # fmt: skip
                 writer.write(conns[gps_topic], ns, serialize(msg, msg.__msgtype__))
             if odom_topic:
-                drifting = f.odom_position is not None and f.odom_orientation is not None
-                if drifting:
+                if f.odom_position is not None and f.odom_orientation is not None:
                     pos_of = [
                         fr.odom_position if fr.odom_position is not None else fr.position for fr in frames
                     ]

@@ -154,6 +154,10 @@ class Appearance:
         return 1.0 - 0.95 * self.night
 
 
+def _triple(v: np.ndarray) -> tuple[int, int, int]:
+    return (int(v[0]), int(v[1]), int(v[2]))
+
+
 def _bgr(rng: np.random.Generator, base: tuple[int, int, int], jitter: int) -> tuple[int, int, int]:
     v = np.clip(np.array(base) + rng.integers(-jitter, jitter + 1, 3), 0, 255)
     return (int(v[0]), int(v[1]), int(v[2]))
@@ -212,8 +216,8 @@ def condition_appearance(
         app.sun_strength = float(r.uniform(0.6, 1.0))
         app.sun_azimuth_rad = float(r.uniform(0.0, 2.0 * math.pi))
         app.sun_elevation_rad = float(r.uniform(*elev[condition.season]))
-        app.sky_top_bgr = _bgr(r, tuple(int(v) for v in np.clip(top, 0, 255)), 0)
-        app.sky_horizon_bgr = _bgr(r, tuple(int(v) for v in np.clip(top + 40, 0, 255)), 0)
+        app.sky_top_bgr = _bgr(r, _triple(np.clip(top, 0, 255)), 0)
+        app.sky_horizon_bgr = _bgr(r, _triple(np.clip(top + 40, 0, 255)), 0)
         app.cloud_cover = float(r.uniform(0.0, 0.45))
         app.haze_m = float(r.uniform(200.0, 500.0))
     elif weather == "overcast":

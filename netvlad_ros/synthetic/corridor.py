@@ -257,7 +257,7 @@ def ceiling_lights(
     seeded on/off set index (N,) in {1, 2} (at night ``lit_windows`` 1, 2 or 3 chooses which stay on)."""
     rng = np.random.default_rng([seed, 9091])
     x0, y0, x1, y1 = bounds
-    pts = []
+    pts: list[tuple[float, float]] = []
     for gy in grid_y:
         pts.extend((x, gy) for x in np.arange(x0 + pitch_m / 2, x1, pitch_m))
     for gx in grid_x:

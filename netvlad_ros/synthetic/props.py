@@ -158,7 +158,7 @@ def tree_sprite(seed: int, template: int, season: str, snowy: bool) -> tuple[np.
         cv2.circle(alpha, c, r, 255, -1, cv2.LINE_AA)
         # leaf texture: darker speckles inside the blob
         cv2.circle(img, (c[0] + r // 3, c[1] + r // 3), max(1, r // 2), tuple(int(v * 0.75) for v in col), -1)
-    levels = [np.dstack([img, alpha])]
+    levels: list[np.ndarray] = [np.dstack([img, alpha])]
     for _ in range(1, SPRITE_LEVELS):
         prev = levels[-1]
         levels.append(

@@ -30,6 +30,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import cv2
 import numpy as np
@@ -284,7 +285,7 @@ def _facade(
     w, h = max(8, round(w_m * ppm)), max(8, round(h_m * ppm))
     img = _wall(rng, h, w, ppm)
     px = lambda m: round(m * ppm)  # noqa: E731
-    style = {
+    style: dict[str, Any] = {
         "frame": _col(
             rng, [(240, 240, 240), (40, 40, 40), (30, 60, 100), (60, 100, 40), (200, 200, 190)], 10
         ),
@@ -469,7 +470,11 @@ class SyntheticWorld:
         x0, x1 = self.grid_x[0] - half, self.grid_x[-1] + half  # enclosing ring, clockwise (normals in)
         y0, y1 = self.grid_y[0] - half, self.grid_y[-1] + half
         polys.append(([(x0, y0), (x0, y1), (x1, y1), (x1, y0)], False))
-        p0s, p1s, heights, offsets, textures = [], [], [], [], []
+        p0s: list[np.ndarray] = []
+        p1s: list[np.ndarray] = []
+        heights: list[float] = []
+        offsets: list[int] = []
+        textures: list[np.ndarray] = []
         col = 0
         ppm = c.px_per_m
         self._sides: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -484,10 +489,10 @@ class SyntheticWorld:
                 side = float(np.linalg.norm(b - a))
                 d = (b - a) / side
                 self._sides.append((a, b, np.array([d[1], -d[0]])))
-                widths = []
-                while sum(widths) < side:
-                    widths.append(rng.uniform(*c.building_width_m))
-                widths = np.array(widths) * side / sum(widths)
+                drawn: list[float] = []
+                while sum(drawn) < side:
+                    drawn.append(rng.uniform(*c.building_width_m))
+                widths = np.array(drawn) * side / sum(drawn)
                 s = 0.0
                 for wm in widths:
                     tex_rng = np.random.default_rng([c.seed, len(textures), 104729])
@@ -542,7 +547,8 @@ class SyntheticWorld:
             levels.append(
                 cv2.resize(prev, (prev.shape[1] // 2, prev.shape[0] // 2), interpolation=cv2.INTER_AREA)
             )
-        blocks, rows = [], [0]
+        blocks: list[np.ndarray] = []
+        rows = [0]
         for lv in levels:
             n = -(-lv.shape[1] // strip_w)
             padded = np.zeros((lv.shape[0], n * strip_w + 1, *lv.shape[2:]), np.uint8)
@@ -1081,12 +1087,8 @@ class SyntheticWorld:
             strength, r0, ambient, tint, down = 0.3, 2.5, 0.5 * app.daylight, (245.0, 250.0, 255.0), 8
         else:
             lamps = self.props.lamp_heads
-            strength, r0, ambient, tint = (
-                1.5 * app.night,
-                3.5,
-                app.daylight,
-                tuple(float(v) for v in app.lamp_bgr),
-            )
+            strength, r0, ambient = 1.5 * app.night, 3.5, app.daylight
+            tint = (float(app.lamp_bgr[0]), float(app.lamp_bgr[1]), float(app.lamp_bgr[2]))
             down = 4
         lamp_l, head_l = light_map(
             depth, cam, yaw, fx, fy, cx, cy, lamps, strength, r0, app.headlights * app.night, downsample=down
@@ -1367,7 +1369,7 @@ class SyntheticWorld:
     @staticmethod
     def _smooth_polyline(nodes: np.ndarray, radius: float, step: float = 0.1) -> np.ndarray:
         """Dense points along the polyline with corners rounded (quadratic Bezier of ``radius``)."""
-        pts = [nodes[0]]
+        pts: list[np.ndarray] = [nodes[0]]
         for k in range(1, len(nodes) - 1):
             a, b, c = nodes[k - 1], nodes[k], nodes[k + 1]
             d1 = (b - a) / np.linalg.norm(b - a)
@@ -1378,13 +1380,13 @@ class SyntheticWorld:
             pts.extend((1 - tt) ** 2 * p0 + 2 * (1 - tt) * tt * b + tt**2 * p2)
             pts.append(p2)
         pts.append(nodes[-1])
-        pts = np.array(pts)
-        seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
+        dense = np.array(pts)
+        seg = np.linalg.norm(np.diff(dense, axis=0), axis=1)
         keep = np.concatenate([[True], seg > 1e-9])
-        pts = pts[keep]
-        s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))])
+        kept = dense[keep]
+        s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(kept, axis=0), axis=1))])
         sd = np.arange(0.0, s[-1], step)
-        return np.stack([np.interp(sd, s, pts[:, 0]), np.interp(sd, s, pts[:, 1])], axis=1)
+        return np.stack([np.interp(sd, s, kept[:, 0]), np.interp(sd, s, kept[:, 1])], axis=1)
 
     def query_appearance(self, seed: int) -> Appearance:
         """A random 'other day' appearance: sun and shadows, exposure, white balance, sky, noise, clutter."""
@@ -1398,8 +1400,16 @@ class SyntheticWorld:
             sun_strength=float(r.uniform(0.6, 1.0)),
             sun_azimuth_rad=float(r.uniform(0.0, 2.0 * math.pi)),
             sun_elevation_rad=float(r.uniform(0.6, 1.1)),
-            sky_top_bgr=tuple(int(v) for v in np.clip(top, 0, 255)),
-            sky_horizon_bgr=tuple(int(v) for v in np.clip(top + 40, 0, 255)),
+            sky_top_bgr=(
+                int(np.clip(top[0], 0, 255)),
+                int(np.clip(top[1], 0, 255)),
+                int(np.clip(top[2], 0, 255)),
+            ),
+            sky_horizon_bgr=(
+                int(np.clip(top[0] + 40, 0, 255)),
+                int(np.clip(top[1] + 40, 0, 255)),
+                int(np.clip(top[2] + 40, 0, 255)),
+            ),
             cloud_cover=float(r.uniform(0.0, 0.6)),
             cloud_seed=int(r.integers(1 << 30)),
             haze_m=float(r.uniform(150.0, 500.0)),
