@@ -243,8 +243,11 @@ class PoseGraph:
         odometry frame's axes (as ``nav_msgs/Odometry`` states its pose covariance). None,
         all zeros, or a matrix that is not finite, symmetric and positive definite selects
         the distance-based fallback (counted in ``counters`` by reason, never an error: a
-        driver publishing zeros must not stop the graph). Raises PoseGraphError for a
-        duplicate or invalid key, a non-finite or older stamp, or an invalid pose.
+        driver publishing zeros must not stop the graph). An *accumulated* covariance (the
+        pose's uncertainty since the start, as robot_localization and the synthetic world
+        publish it) is not a step covariance: pass None for it (docs/posegraph.md).
+        Raises PoseGraphError for a duplicate or invalid key, a non-finite or older stamp,
+        or an invalid pose.
         """
         k = _check_key(key, "add_keyframe")
         if k in self._stamps:
