@@ -4,7 +4,8 @@ Each runtime is built through ``DescriptorExtractor(model, device=..., runtime=.
 real code path: cached export, the cosine check, thread sizing). The timed call is
 ``extractor.run(prepared)``: the network only, on inputs prepared once, so all rows
 time the same thing. Rounds are interleaved (runtime A, B, C, A, B, C, ...) so a
-neighbour's load on a shared machine hits every row alike. The cosine column compares
+neighbour's load on a shared machine hits every row alike, with a pause before each call
+so one runtime's spinning worker threads do not slow the next. The cosine column compares
 each runtime's descriptors of distinct synthetic-world frames with PyTorch eager's.
 
 ``--shapes`` adds the dynamic-shape table: steady-state ms and the first call at a new
@@ -56,14 +57,29 @@ def machine() -> str:
     return f"{cpu}, {cpu_count()} CPUs{ram}"
 
 
-def timed_rounds(fns: dict[str, Any], x: Any, rounds: int, warmup: int) -> dict[str, list[float]]:
-    """Milliseconds per call of each ``fn(x)``, interleaved round by round."""
+def timed_rounds(
+    fns: dict[str, Any], x: Any, rounds: int, warmup: int, gap: float = 0.0
+) -> dict[str, list[float]]:
+    """Milliseconds per call of each ``fn(x)``, interleaved round by round, ``gap`` seconds apart.
+
+    The gap matters: PyTorch's OpenMP workers and ONNX Runtime's pool spin for a while
+    after a call, and without a pause they steal the cores from whichever runtime runs
+    next (measured: OpenVINO 26 ms right after ONNX Runtime, 17 ms after a pause).
+    """
     for fn in fns.values():
         for _ in range(warmup):
             fn(x)
     out: dict[str, list[float]] = {k: [] for k in fns}
+    if gap < 0:  # back to back: each runtime's calls in one block (build-map's regime)
+        for name, fn in fns.items():
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                fn(x)
+                out[name].append((time.perf_counter() - t0) * 1e3)
+        return out
     for _ in range(rounds):
         for name, fn in fns.items():
+            time.sleep(gap)
             t0 = time.perf_counter()
             fn(x)
             out[name].append((time.perf_counter() - t0) * 1e3)
@@ -75,7 +91,7 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def shapes_table(
-    ex: DescriptorExtractor, size: tuple[int, int], rounds: int, warmup: int, threads: int
+    ex: DescriptorExtractor, size: tuple[int, int], rounds: int, warmup: int, threads: int, gap: float
 ) -> None:
     """Dynamic-shape variants: steady ms at ``size`` and the first call at a new size."""
     net = ex.net
@@ -117,7 +133,7 @@ def shapes_table(
         b.infer(x)
         first[name] = (time.perf_counter() - t0) * 1e3
         backends[name] = b
-    ms = timed_rounds({k: b.infer for k, b in backends.items()}, x, rounds, warmup)
+    ms = timed_rounds({k: b.infer for k, b in backends.items()}, x, rounds, warmup, gap)
     new_size = {}
     for name, b in backends.items():
         if "static export" in name:
@@ -127,7 +143,8 @@ def shapes_table(
         b.infer(other)
         new_size[name] = (time.perf_counter() - t0) * 1e3
     print()
-    print(f"Dynamic input sizes, {w}x{h}, batch 1, {threads} threads ({rounds} interleaved rounds)")
+    order = "back to back" if gap < 0 else f"interleaved, {gap:g} s pauses"
+    print(f"Dynamic input sizes, {w}x{h}, batch 1, {threads} threads ({rounds} rounds, {order})")
     print()
     print("| variant | median ms | p90 ms | first call ms | first call at a new size ms |")
     print("|---|---|---|---|---|")
@@ -155,6 +172,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1, help="images per run() call")
     ap.add_argument("--frames", type=int, default=6, help="distinct frames for the cosine column")
     ap.add_argument("--shapes", action="store_true", help="also the dynamic-shape table")
+    ap.add_argument(
+        "--gap",
+        type=float,
+        default=0.25,
+        help="seconds of pause before each timed call (the node's regime: a frame, then a wait); "
+        "negative: back to back, each runtime in one block (build-map's regime)",
+    )
     args = ap.parse_args()
 
     world = SyntheticWorld(WorldConfig(seed=3, width=args.width, height=args.height))
@@ -170,15 +194,16 @@ def main() -> None:
     cos = {n: cosine_rows(ex(frames), reference) for n, ex in extractors.items()}
     batch = extractors["torch"].prepare(frames[: args.batch])
     assert batch.inputs[0].shape == (3, args.height, args.width), batch.inputs[0].shape
-    ms = timed_rounds({n: ex.run for n, ex in extractors.items()}, batch, args.rounds, args.warmup)
+    ms = timed_rounds({n: ex.run for n, ex in extractors.items()}, batch, args.rounds, args.warmup, args.gap)
     pre = timed_rounds({"prepare": extractors["torch"].prepare}, frames[: args.batch], args.rounds, 2)[
         "prepare"
     ]
     torch_median = statistics.median(ms["torch"]) / args.batch
 
+    order = "back to back" if args.gap < 0 else f"interleaved, {args.gap:g} s pause before each call"
     print(f"machine: {machine()}; torch {torch.__version__}, {extractors['torch'].threads} threads")
     print(f"model: {extractors['torch'].card.name} ({extractors['torch'].dim}-D); input {args.width}x{args.height}, "
-          f"batch {args.batch}, {args.rounds} interleaved rounds; preprocessing {statistics.median(pre) / args.batch:.1f} "
+          f"batch {args.batch}, {args.rounds} rounds, {order}; preprocessing {statistics.median(pre) / args.batch:.1f} "
           f"ms/image (not in the table)")  # fmt: skip
     print(f"auto picks: {auto.runtime} ({auto.runtime_description})")
     print()
@@ -190,7 +215,9 @@ def main() -> None:
         label = f"{n}{' (auto)' if n == auto.runtime else ''}: {ex.runtime_description}"
         print(f"| {label} | {med:.1f} | {p90:.1f} | {torch_median / med:.2f}x | {cos[n]:.6f} |")
     if args.shapes:
-        shapes_table(extractors["torch"], (args.height, args.width), args.rounds, args.warmup, auto.threads)
+        shapes_table(
+            extractors["torch"], (args.height, args.width), args.rounds, args.warmup, auto.threads, args.gap
+        )
 
 
 if __name__ == "__main__":
