@@ -326,6 +326,16 @@ class DescriptorExtractor:
         """Describe images: ``run(prepare(images, color))``; float32 (N, dim), unit rows."""
         return self.run(self.prepare(images, color))
 
+    def warm_up(self, height: int, width: int) -> None:
+        """Run one blank ``height`` x ``width`` image through the network, results discarded.
+
+        OpenVINO compiles a model per input size on first sight (~0.3 s, docs/runtimes.md);
+        a node that knows its camera's size calls this at start-up so the first real frame
+        does not pay for it.
+        """
+        self.run(self.prepare([np.full((height, width, 3), 127, np.uint8)]))
+        self.last_timing = None
+
     def local_features(
         self, images: Sequence[np.ndarray] | np.ndarray, color: str = "bgr"
     ) -> list[np.ndarray]:

@@ -264,6 +264,16 @@ def test_prepare_and_run_are_separable_and_timed(runtime_ex, scenes):
     np.testing.assert_allclose(out, runtime_ex(scenes[:3]), atol=1e-6)
 
 
+@pytest.mark.skipif(rt.runtime_version("openvino") is None, reason="openvino is not installed")
+def test_warm_up_compiles_the_size_a_camera_will_send(small_model, scenes):
+    ex = DescriptorExtractor(small_model, device="cpu", runtime="openvino")
+    before = set(ex._backend._compiled)
+    ex.warm_up(240, 320)
+    assert set(ex._backend._compiled) - before == {(1, 3, 240, 320)} and ex.last_timing is None
+    ex(scenes[:1])  # a 320x240 scene: the compiled model is reused, no new one
+    assert set(ex._backend._compiled) - before == {(1, 3, 240, 320)}
+
+
 @needs_exported
 def test_prepare_in_threads_while_run_runs(runtime_ex, scenes):
     """The pipelined node's pattern: preprocessing of the next frames overlaps the network."""
@@ -357,3 +367,21 @@ def test_two_processes_exporting_at_once_share_one_file(own_cache, small_model):
     files = _exports(own_cache)
     assert len(files) == 1 and rt._cached_ok(files[0]) is None
     assert not list((own_cache / "exports").glob(".*tmp*"))
+
+
+def test_cli_options_are_the_params():
+    """describe / build-map / eval-map take the same names as the node's parameters."""
+    import argparse
+
+    from netvlad_ros.offline.build_map import add_model_arguments, extractor_params_from_args
+
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser)
+    argv = ["--device", "cpu", "--runtime", "onnxruntime", "--max-side", "320", "--threads", "1"]
+    params = extractor_params_from_args(parser.parse_args(argv))
+    assert params == ExtractorParams(device="cpu", runtime="onnxruntime", max_side=320, threads=1)
+    assert extractor_params_from_args(parser.parse_args([])) == ExtractorParams()
+    with pytest.raises(ConfigError, match="device must be"):
+        extractor_params_from_args(parser.parse_args(["--device", "gpu"]))
+    with pytest.raises(SystemExit):  # argparse refuses a runtime outside the choices
+        parser.parse_args(["--runtime", "tflite"])
