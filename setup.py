@@ -46,7 +46,6 @@ setup(
     maintainer_email="netvlad-ros@example.org",
     description="NetVLAD visual place recognition and loop closure for ROS 2",
     license="BSD-3-Clause",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "netvlad-ros = netvlad_ros.cli:main",

@@ -202,7 +202,7 @@ def run_demo(
         "mode": "slam",
         "loop_closure.min_score": DEMO_MIN_SCORE,
         "loop_closure.temporal_consistency": 2,
-        "loop_closure.min_inliers": 50,
+        "loop_closure.geometry.min_inliers": 50,
         "keyframe.distance_m": 3.0,
     }
     old_env = {

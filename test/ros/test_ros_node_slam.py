@@ -45,7 +45,7 @@ def test_slam_loop_closure_on_revisit(start_node, node_client, scenes, small_mod
             "loop_closure.min_score": 0.5,
             "loop_closure.temporal_consistency": 1,
             "loop_closure.geometric_verification": True,
-            "loop_closure.min_inliers": 30,
+            "loop_closure.geometry.min_inliers": 30,
             "keyframe.distance_m": 1.0,
         },
         namespace="/slam",

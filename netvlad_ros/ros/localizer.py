@@ -1,0 +1,503 @@
+"""``LocalizeNode``: the ``netvlad_localizer`` node, ROS glue over a ``RecognitionSession``.
+
+What the robot does with each frame (mode rules, keyframe gating, localization, loop
+closure, time going backwards, stale frames) is the ROS-free
+``recognition.RecognitionSession``; this class only turns messages into its inputs and
+its results into messages, and owns the threads, parameters, services and timers.
+
+Threads: a ``MultiThreadedExecutor`` (``ros/runner.py``) runs the callbacks in three
+groups that never wait for each other: inputs (images, odom, fix), services
+(save, reload, mode) and timers (diagnostics, autosave). The image callback only keeps
+the newest message (replacing one not yet processed counts as a skipped frame); one
+worker thread decodes it and runs it through the session, so latency stays bounded
+when the camera is faster than the network.
+
+Shared state: the session guards its own (map, localizer, detector, buffers) and drops
+frames planned for a map or mode that changed meanwhile. The node's own settings are
+one immutable ``NodeConfig`` replaced as a whole on a parameter change, so the worker
+reads a consistent set without a lock. Saves (service, autosave, final) take a map
+snapshot under the session lock and write it with no lock held.
+
+Interface (topics, services, parameters, QoS, fields): docs/node.md.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import traceback
+from collections import Counter, deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import PoseWithCovarianceStamped
+from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.exceptions import ParameterException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CompressedImage, Image, NavSatFix, NavSatStatus, PointCloud2
+from std_srvs.srv import SetBool, Trigger
+from visualization_msgs.msg import MarkerArray
+
+from netvlad_ros.mapdb import MapDatabase, MapError
+from netvlad_ros.model import DescriptorExtractor, ModelFileError
+from netvlad_ros.recognition import FrameResult, FrameStatus, RecognitionSession
+from netvlad_ros.recognition.session import SESSION_REASONS
+from netvlad_ros.ros import messages
+from netvlad_ros.ros.conversions import (
+    ImageDecodeError,
+    compressed_msg_to_bgr,
+    image_msg_to_bgr,
+    stamp_to_sec,
+)
+from netvlad_ros.ros.params import PARAMS, NodeConfig, check_values, descriptor, node_config, ros_value
+from netvlad_ros.ros.qos import latched_qos, qos_from_name
+from netvlad_ros.ros.runner import StartupError
+from netvlad_ros.sensors.image_codec import DECODE_ERROR_REASONS
+
+__all__ = ["NODE_NAME", "REJECT_REASONS", "LocalizeNode"]
+
+NODE_NAME = "netvlad_localizer"
+
+#: Every reason an input can be rejected for (diagnostics key ``rejected.<reason>``).
+REJECT_REASONS: tuple[str, ...] = (*DECODE_ERROR_REASONS, *SESSION_REASONS, "internal_error")
+
+_LATENCY_WINDOW = 500
+
+
+class LocalizeNode(Node):
+    """The ``netvlad_localizer`` node. Raises :class:`StartupError` when it cannot start."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        values: dict[str, Any] = {}
+        try:
+            for spec in PARAMS:
+                values[spec.name] = self.declare_parameter(
+                    spec.name, ros_value(spec, spec.default), descriptor(spec)
+                ).value
+        except ParameterException as exc:
+            raise StartupError(f"invalid parameter: {exc}") from exc
+        values = {s.name: _from_ros(s.kind, values[s.name]) for s in PARAMS}
+        unknown = sorted(set(getattr(self, "_parameter_overrides", {})) - set(values) - {"use_sim_time"})
+        if unknown:  # a misspelt or obsolete name would otherwise be ignored without a word
+            self.get_logger().warning(
+                f"ignoring unknown parameters: {', '.join(unknown)} (see localize_node --help)"
+            )
+        reason = check_values(values)
+        if reason is not None:
+            raise StartupError(f"invalid parameter: {reason}")
+        self._values = values  # executor callbacks only
+        self._cfg: NodeConfig = node_config(values)  # replaced as a whole; the worker reads it lock-free
+
+        extractor = self._load_model()
+        self._session = RecognitionSession(extractor, self._load_initial_map(extractor), self._cfg.session)
+
+        # statistics (guarded by _stats_lock; the executor and the worker both write)
+        self._stats_lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._rejects: Counter[str] = Counter({r: 0 for r in REJECT_REASONS})
+        self._latencies: deque[float] = deque(maxlen=_LATENCY_WINDOW)
+        self._timings: dict[str, deque[float]] = {}
+        self._last_diag = (time.monotonic(), 0, 0)
+        self._last_save = time.monotonic()
+        self._map_dirty = True
+
+        # newest unprocessed image (the only hand-over between executor and worker)
+        self._pending: tuple[Any, float] | None = None
+        self._cond = threading.Condition()
+        self._running = True
+
+        inputs = MutuallyExclusiveCallbackGroup()
+        services = MutuallyExclusiveCallbackGroup()
+        timers = MutuallyExclusiveCallbackGroup()
+        saver = MutuallyExclusiveCallbackGroup()
+        reliable = qos_from_name("reliable")
+        self._pose_pub = self.create_publisher(PoseWithCovarianceStamped, "~/pose", reliable)
+        self._hyp_pub = self.create_publisher(PointCloud2, "~/hypotheses", reliable)
+        self._lc_pub = self.create_publisher(PointCloud2, "~/loop_closures", reliable)
+        self._kf_pub = self.create_publisher(PointCloud2, "~/map_keyframes", latched_qos(1))
+        self._marker_pub = self.create_publisher(MarkerArray, "~/markers", reliable)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", reliable)
+
+        n = self._cfg.node
+        image_qos = qos_from_name(n.image_qos, n.image_qos_depth)
+        if n.compressed:
+            self.create_subscription(
+                CompressedImage, "image/compressed", self._on_image, image_qos, callback_group=inputs
+            )
+        else:
+            self.create_subscription(Image, "image", self._on_image, image_qos, callback_group=inputs)
+        self.create_subscription(
+            Odometry, "odom", self._on_odom, qos_from_name("sensor_data", 50), callback_group=inputs
+        )
+        self.create_subscription(
+            NavSatFix, "fix", self._on_fix, qos_from_name("sensor_data", 10), callback_group=inputs
+        )
+        self.create_service(Trigger, "~/save_map", self._srv_save_map, callback_group=saver)
+        self.create_service(Trigger, "~/reload_map", self._srv_reload_map, callback_group=services)
+        self.create_service(SetBool, "~/set_slam_mode", self._srv_set_slam_mode, callback_group=services)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.create_timer(n.diagnostics_period_s, self._on_timer, callback_group=timers)
+        self.create_timer(1.0, self._on_autosave_timer, callback_group=saver)
+
+        self._worker = threading.Thread(target=self._work, name="netvlad_worker", daemon=True)
+        self._worker.start()
+
+    def ready_message(self) -> str:
+        """The "ready" log line (logged by the runner once the executor exists)."""
+        ex = self._session.extractor
+        status = self._session.status()
+        return (
+            f"ready: mode={status['mode']}, map={status['map_size']} keyframes "
+            f"({self._cfg.node.map_path or 'empty'}), model {ex.fingerprint[:12]} {ex.dim}-D on "
+            f"{ex.device} ({getattr(ex, 'runtime', 'torch')}), "
+            f"input {'image/compressed' if self._cfg.node.compressed else 'image'}"
+        )
+
+    # ------------------------------------------------------------------ start-up
+    def _load_model(self) -> DescriptorExtractor:
+        path = self._cfg.node.model_path or None
+        if path is not None and not Path(path).is_file():
+            raise StartupError(f"model file {path} does not exist")
+        try:
+            return DescriptorExtractor(path, self._cfg.extractor, batch_size=1)
+        except (ModelFileError, OSError, ValueError, RuntimeError) as exc:
+            raise StartupError(f"cannot load model {path or '(built-in default)'}: {exc}") from exc
+
+    def _read_map(self, path: str, extractor: DescriptorExtractor) -> MapDatabase:
+        return MapDatabase.load(path, expected_model_fingerprint=extractor.fingerprint)
+
+    def _load_initial_map(self, extractor: DescriptorExtractor) -> MapDatabase:
+        path = self._cfg.node.map_path
+        mode = self._cfg.session.mode
+        if not path:
+            if mode == "localization":
+                raise StartupError("map_path is required in localization mode (or start with mode:=slam)")
+            return MapDatabase.create(extractor.dim, extractor.fingerprint)
+        if mode == "slam" and not Path(path).exists():
+            self.get_logger().info(f"map {path} does not exist yet: starting an empty map (saved there)")
+            return MapDatabase.create(extractor.dim, extractor.fingerprint)
+        try:
+            return self._read_map(path, extractor)
+        except (MapError, OSError) as exc:
+            raise StartupError(f"cannot load map {path}: {exc}") from exc
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _reject(self, reason: str, text: str) -> None:
+        with self._stats_lock:
+            self._rejects[reason] += 1
+        self.get_logger().warning(
+            f"{text} [{reason}]", throttle_duration_sec=max(self._cfg.node.warn_throttle_s, 1e-3)
+        )
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._stats_lock:
+            self._counts[key] += n
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot of the counters (what /diagnostics reports)."""
+        with self._stats_lock:
+            lat = np.array(self._latencies) * 1000.0 if self._latencies else None
+            timings = {k: float(np.percentile(v, 50)) for k, v in self._timings.items() if v}
+            return {
+                **{k: self._counts[k] for k in ("received", "processed", "skipped", "accepted")},
+                **{
+                    k: self._counts[k] for k in ("keyframes_added", "loop_closures", "saves", "save_failures")
+                },
+                "latency_p50_ms": float(np.percentile(lat, 50)) if lat is not None else math.nan,
+                "latency_p95_ms": float(np.percentile(lat, 95)) if lat is not None else math.nan,
+                "timings_p50_ms": timings,
+                "rejects": dict(self._rejects),
+            }
+
+    # ------------------------------------------------------------------ inputs
+    def _on_image(self, msg: Any) -> None:
+        """Keep only the newest image; never decode or run the network here."""
+        now = time.monotonic()
+        with self._cond:
+            replaced = self._pending is not None
+            self._pending = (msg, now)
+            self._cond.notify()
+        with self._stats_lock:
+            self._counts["received"] += 1
+            if replaced:
+                self._counts["skipped"] += 1
+
+    def _on_odom(self, msg: Odometry) -> None:
+        try:
+            p, q = msg.pose.pose.position, msg.pose.pose.orientation
+            event = self._session.add_odometry(
+                stamp_to_sec(msg.header.stamp),
+                np.array([p.x, p.y, p.z]),
+                np.array([q.x, q.y, q.z, q.w]),
+                msg.header.frame_id,
+            )
+        except Exception as exc:  # never let one odom message take the callback down
+            self._reject("odom_invalid", f"dropped odom message: {exc}")
+            return
+        if event is not None:
+            self._reject(event.reason, event.text)
+
+    def _on_fix(self, msg: NavSatFix) -> None:
+        if msg.status.status < NavSatStatus.STATUS_FIX:
+            return  # no fix: nothing to store, not an error
+        try:
+            event = self._session.add_fix(
+                stamp_to_sec(msg.header.stamp), msg.latitude, msg.longitude, msg.altitude
+            )
+        except Exception as exc:
+            self._reject("gps_invalid", f"dropped NavSatFix: {exc}")
+            return
+        if event is not None:
+            self._reject(event.reason, event.text)
+
+    # ------------------------------------------------------------------ worker
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and self._running:
+                    self._cond.wait(timeout=0.2)
+                if not self._running:
+                    return
+                assert self._pending is not None
+                msg, received = self._pending
+                self._pending = None
+            try:
+                self._process(msg, received)
+            except Exception as exc:  # never let one frame take the node down
+                self._reject("internal_error", f"error processing an image: {exc!r}")
+                self.get_logger().debug(traceback.format_exc())
+
+    def _process(self, msg: Any, received: float) -> None:
+        cfg = self._cfg
+        t0 = time.perf_counter()
+        try:
+            if cfg.node.compressed:
+                bgr = compressed_msg_to_bgr(msg)
+            else:
+                bgr = image_msg_to_bgr(msg, cfg.node.scaling16)
+        except ImageDecodeError as exc:
+            self._reject(exc.reason, f"dropped image: {exc}")
+            return
+        decode_ms = (time.perf_counter() - t0) * 1e3
+        stamp_msg = msg.header.stamp
+        res = self._session.process(stamp_to_sec(stamp_msg), bgr)
+        for event in res.events:
+            self._reject(event.reason, event.text)
+        if res.status in (FrameStatus.REJECTED, FrameStatus.STALE):
+            self._reject(res.reason or "internal_error", res.text or "dropped image")
+            return
+        t1 = time.perf_counter()
+        if res.status == FrameStatus.LOCALIZED:
+            self._publish_localization(res, stamp_msg, cfg)
+        elif res.status == FrameStatus.KEYFRAME:
+            self._publish_keyframe(res, stamp_msg, cfg)
+        publish_ms = (time.perf_counter() - t1) * 1e3
+        with self._stats_lock:
+            self._counts["processed"] += 1
+            if res.status != FrameStatus.NOT_KEYFRAME:
+                self._latencies.append(time.monotonic() - received)
+                for key, ms in (("decode", decode_ms), ("publish", publish_ms), *res.timings_ms.items()):
+                    self._timings.setdefault(key, deque(maxlen=_LATENCY_WINDOW)).append(ms)
+
+    def _publish_localization(self, res: FrameResult, stamp_msg: Any, cfg: NodeConfig) -> None:
+        loc = res.localization
+        assert loc is not None
+        frame = cfg.node.map_frame
+        self._hyp_pub.publish(messages.hypotheses_table(loc.hypotheses, stamp_msg, frame))
+        if loc.accepted and loc.best_place is not None:
+            self._count("accepted")
+            self._pose_pub.publish(
+                messages.pose_msg(
+                    loc.best_place,
+                    loc.confidence,
+                    stamp_msg,
+                    frame,
+                    cfg.node.pose_sigma_m,
+                    cfg.node.pose_sigma_deg,
+                )
+            )
+        if cfg.node.publish_markers and loc.best_place is not None:
+            marker = messages.match_marker(loc.best_place, loc.confidence, loc.accepted, stamp_msg, frame)
+            self._marker_pub.publish(messages.marker_array([marker]))
+
+    def _publish_keyframe(self, res: FrameResult, stamp_msg: Any, cfg: NodeConfig) -> None:
+        self._map_dirty = True
+        closures = res.loop_closure.accepted if res.loop_closure is not None else ()
+        with self._stats_lock:
+            self._counts["keyframes_added"] += 1
+            self._counts["loop_closures"] += len(closures)
+        if not closures:
+            return
+        frame = cfg.node.map_frame
+        self._lc_pub.publish(messages.loop_closures_table(closures, stamp_msg, frame))
+        if cfg.node.publish_markers:
+            markers = messages.loop_closure_markers(closures, res.loop_positions, stamp_msg, frame)
+            self._marker_pub.publish(messages.marker_array(markers))
+        for lc in closures:
+            self.get_logger().info(
+                f"loop closure: keyframe {lc.query_id} -> {lc.match_id} (score {lc.score:.3f}, inliers {lc.inliers})"
+            )
+
+    # ------------------------------------------------------------------ timers
+    def _on_timer(self) -> None:
+        now = time.monotonic()
+        s = self.stats()
+        with self._stats_lock:
+            t0, rec0, proc0 = self._last_diag
+            self._last_diag = (now, s["received"], s["processed"])
+        dt = max(now - t0, 1e-6)
+        status = self._session.status()
+        ex = self._session.extractor
+        values: dict[str, Any] = {
+            "mode": status["mode"],
+            "input_rate_hz": (s["received"] - rec0) / dt,
+            "processed_rate_hz": (s["processed"] - proc0) / dt,
+            "frames_received": s["received"],
+            "frames_processed": s["processed"],
+            "frames_skipped": s["skipped"],
+            "places_accepted": s["accepted"],
+            "latency_p50_ms": s["latency_p50_ms"],
+            "latency_p95_ms": s["latency_p95_ms"],
+            "map_size": status["map_size"],
+            "map_generation": status["generation"],
+            "unsaved_keyframes": status["unsaved_keyframes"],
+            "keyframes_added": s["keyframes_added"],
+            "loop_closures": s["loop_closures"],
+            "saves": s["saves"],
+            "save_failures": s["save_failures"],
+            "device": str(ex.device),
+            "runtime": str(getattr(ex, "runtime", "torch")),
+            "model_fingerprint": ex.fingerprint,
+            "rejected_total": sum(s["rejects"].values()),
+        }
+        values.update({f"time_ms.{k}": v for k, v in sorted(s["timings_p50_ms"].items())})
+        values.update({f"rejected.{k}": n for k, n in sorted(s["rejects"].items())})
+        warn = s["rejects"]["internal_error"] or s["save_failures"]
+        level = DiagnosticStatus.WARN if warn else DiagnosticStatus.OK
+        text = f"{status['mode']}: {values['processed_rate_hz']:.1f} Hz processed, {status['map_size']} keyframes"
+        self._diag_pub.publish(
+            messages.diagnostics_msg(
+                f"{self.get_fully_qualified_name()}: place recognition",
+                f"{NODE_NAME}@{values['device']}",
+                level,
+                text,
+                values,
+                self.get_clock().now().to_msg(),
+            )
+        )
+        if self._map_dirty:
+            self._map_dirty = False
+            ids, pos, stamps = self._session.map_keyframes()
+            frame = self._cfg.node.map_frame
+            self._kf_pub.publish(
+                messages.keyframes_table(ids, pos, stamps, frame, self.get_clock().now().to_msg())
+            )
+
+    def _save_target(self) -> str:
+        n = self._cfg.node
+        return n.save_path or n.map_path
+
+    def _save(self, why: str) -> tuple[bool, str]:
+        path = self._save_target()
+        if not path:
+            return False, "no save_path or map_path parameter set"
+        try:
+            res = self._session.save(path)
+        except (MapError, OSError, ValueError) as exc:
+            self._count("save_failures")
+            return False, f"cannot save map to {path}: {exc}"
+        self._count("saves")
+        self._last_save = time.monotonic()
+        return True, f"saved {res.keyframes} keyframes to {path} ({why}, {res.seconds:.2f} s)"
+
+    def _on_autosave_timer(self) -> None:
+        period = self._cfg.node.autosave_period_s
+        if period <= 0 or self._session.mode != "slam" or self._session.unsaved_changes == 0:
+            return
+        if time.monotonic() - self._last_save < period or not self._save_target():
+            return
+        ok, text = self._save("autosave")
+        if ok:
+            self.get_logger().info(text)
+        else:
+            self.get_logger().warning(text, throttle_duration_sec=60.0)
+
+    # ------------------------------------------------------------------ services
+    def _srv_save_map(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        response.success, response.message = self._save("~/save_map")
+        if response.success:
+            self.get_logger().info(response.message)
+        return response
+
+    def _srv_reload_map(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        path = self._cfg.node.map_path
+        if not path:
+            response.success, response.message = False, "no map_path parameter set"
+            return response
+        try:
+            db = self._read_map(path, self._session.extractor)  # outside any lock: frames keep flowing
+            self._session.replace_map(db)
+        except (MapError, OSError, ValueError) as exc:
+            response.success, response.message = False, f"cannot load map {path} (old map kept): {exc}"
+            return response
+        self._map_dirty = True
+        response.success, response.message = True, f"loaded {len(db)} keyframes from {path}"
+        self.get_logger().info(response.message)
+        return response
+
+    def _srv_set_slam_mode(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        mode = "slam" if request.data else "localization"
+        result = self.set_parameters([Parameter("mode", Parameter.Type.STRING, mode)])[0]
+        response.success = bool(result.successful)
+        response.message = f"mode is now {mode}" if result.successful else result.reason
+        return response
+
+    # ------------------------------------------------------------------ parameters
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """Validate the whole new set; when valid, apply it (rclpy checked types, ranges, read-only)."""
+        by_name = {s.name: s for s in PARAMS}
+        values = dict(self._values)
+        for p in params:
+            if p.name in by_name:
+                values[p.name] = _from_ros(by_name[p.name].kind, p.value)
+        reason = check_values(values)
+        if reason is not None:
+            return SetParametersResult(successful=False, reason=reason)
+        old = self._cfg
+        self._values = values
+        self._cfg = node_config(values)
+        self._session.configure(self._cfg.session)
+        if self._cfg.session.mode != old.session.mode:
+            self.get_logger().info(f"mode switched to {self._cfg.session.mode}")
+        if self._cfg.node.map_frame != old.node.map_frame:
+            self._map_dirty = True
+        if self._cfg.extractor.max_side != old.extractor.max_side and hasattr(
+            self._session.extractor, "max_side"
+        ):
+            self._session.extractor.max_side = self._cfg.extractor.max_side
+        return SetParametersResult(successful=True)
+
+    # ------------------------------------------------------------------ shutdown
+    def shutdown(self) -> None:
+        """Stop the worker (the frame in progress finishes), then save a changed slam map."""
+        with self._cond:
+            self._running = False
+            self._cond.notify_all()
+        self._worker.join(timeout=30.0)
+        if self._session.mode == "slam" and self._session.unsaved_changes and self._save_target():
+            ok, text = self._save("shutdown")
+            (self.get_logger().info if ok else self.get_logger().error)(text)
+
+
+def _from_ros(kind: str, value: Any) -> Any:
+    """A parameter value as the params dataclasses hold it (DOUBLE_ARRAY lists become tuples)."""
+    if kind == "float_array" and value is not None:
+        return tuple(float(v) for v in value)
+    return value

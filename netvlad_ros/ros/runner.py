@@ -1,0 +1,143 @@
+"""How the package's ROS executables start, spin and stop (``localize_node``, ``pose_graph_node``).
+
+Signals: SIGINT (Ctrl-C, sent by a terminal to the whole process group, so a node under
+``ros2 launch`` gets it from the terminal *and* from launch) and SIGTERM (``kill``,
+systemd, launch's escalation) only set a stop flag. rclpy's own handlers are off
+(``SignalHandlerOptions.NO``): they would shut the context down under a running
+executor (``RCLError: context is not valid``) and let a second SIGINT raise
+``KeyboardInterrupt`` inside the clean-up. The handlers are installed before the heavy
+imports (rclpy, torch); a signal while the node is still starting (importing, exporting
+the model for a runtime, loading a map) ends the process at once with status 0, since
+nothing can have changed yet.
+
+The main loop spins a ``MultiThreadedExecutor`` (services and timers in their own
+callback groups never wait behind each other) in short ``spin_once`` slices, checking
+the flag; on stop it calls the node's ``shutdown()`` (stop threads, final saves), then
+destroys the node and the context. Exit status: 0 after a signal or a normal end, 2
+when the node cannot start (one line on stderr naming the problem, never a traceback).
+
+"Ready" is logged by :func:`run` after the executor exists, so a supervisor that waits
+for it and then signals the node always finds a valid context.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["StartupError", "run"]
+
+_SPIN_SLICE_S = 0.1
+
+
+class StartupError(Exception):
+    """The node cannot start (bad parameter, model or map); the message says why."""
+
+
+def run(
+    program: str,
+    argv: list[str],
+    make_node: Callable[[Any], Any],
+    usage: Callable[[], str],
+    prepare_args: Callable[[list[str]], list[str]] | None = None,
+    threads: int = 4,
+) -> int:
+    """Run a node until SIGINT/SIGTERM. ``make_node(context)`` builds it (may raise StartupError).
+
+    ``usage()`` is printed for ``--help``; ``prepare_args`` may add ROS arguments (e.g. a
+    default params file) before ``rclpy.init``.
+    """
+    stop = _Stop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for s in signals:
+        signal.signal(s, stop.on_signal)
+    try:
+        return _run(program, argv, make_node, usage, prepare_args, threads, stop)
+    finally:
+        # The node is shut down: a further signal (the second Ctrl-C a launch-started node
+        # gets) must neither raise KeyboardInterrupt in atexit finalizers nor kill the process
+        # by the default disposition, which Python restores for its own handlers at exit.
+        # Ignored signals stay ignored through finalization.
+        for s in signals:
+            signal.signal(s, signal.SIG_IGN)
+
+
+class _Stop(threading.Event):
+    """The stop flag. While the node is still starting there is nothing to save or shut down
+    (no map has changed, exports are written atomically), so a signal then ends the process at
+    once with status 0 instead of waiting for a model export or a large map load to finish."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.starting = True
+
+    def on_signal(self, signum: int, frame: object) -> None:
+        self.set()
+        if self.starting:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+
+
+def _run(
+    program: str,
+    argv: list[str],
+    make_node: Callable[[Any], Any],
+    usage: Callable[[], str],
+    prepare_args: Callable[[list[str]], list[str]] | None,
+    threads: int,
+    stop: _Stop,
+) -> int:
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+    from rclpy.utilities import remove_ros_args
+
+    extra = remove_ros_args(argv)[1:]
+    if extra:
+        if extra[0] in ("-h", "--help"):
+            print(usage())
+            return 0
+        print(f"{program}: error: unexpected arguments {extra} (use --ros-args)", file=sys.stderr)
+        return 2
+    if prepare_args is not None:
+        argv = prepare_args(argv)
+    context = rclpy.context.Context()
+    try:
+        rclpy.init(args=argv, context=context, signal_handler_options=SignalHandlerOptions.NO)
+    except Exception as exc:  # bad --ros-args, unreadable params file
+        print(f"{program}: error: cannot initialise ROS: {exc}", file=sys.stderr)
+        return 2
+    node = None
+    executor = None
+    try:
+        try:
+            node = make_node(context)
+        except StartupError as exc:
+            print(f"{program}: error: {exc}", file=sys.stderr)
+            return 2
+        executor = MultiThreadedExecutor(num_threads=threads, context=context)
+        executor.add_node(node)
+        stop.starting = False  # from here on a signal means a clean shutdown (threads, final saves)
+        if stop.is_set():
+            return 0
+        node.get_logger().info(node.ready_message())
+        try:
+            while not stop.is_set() and context.ok():
+                executor.spin_once(timeout_sec=_SPIN_SLICE_S)
+        except ExternalShutdownException:
+            pass
+        return 0
+    finally:
+        if node is not None:
+            try:
+                node.shutdown()
+            finally:
+                if executor is not None:
+                    executor.shutdown(timeout_sec=5.0)
+                node.destroy_node()
+        context.try_shutdown()
