@@ -7,9 +7,9 @@ Metrics (the NetVLAD / Pittsburgh convention):
   position. Queries with no map keyframe within ``radius_m`` cannot be answered
   correctly; they are counted (``queries_without_positive``) and left out of the
   denominators.
-- **Accepted places** (:class:`netvlad_ros.recognition.Localizer`, run over the queries
-  in order): an accepted place is a true positive when its position is within
-  ``radius_m`` of the query. ``precision = TP / accepted``, ``recall = TP / queries
+- **Accepted places** (the node's own per-frame rules: a localization-mode
+  :class:`netvlad_ros.recognition.RecognitionSession` over the queries in order): an
+  accepted place is a true positive when its position is within ``radius_m`` of the query. ``precision = TP / accepted``, ``recall = TP / queries
   with a positive``.
 - **Top-1 score sweep**: precision/recall when the top-1 match is accepted iff its
   cosine score is >= a threshold, for every threshold (a PR curve), with the best F1
@@ -21,6 +21,7 @@ top-down plot of the map keyframes and queries coloured by top-1 right/wrong).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -119,14 +120,58 @@ def describe_source(
     }
 
 
-def _localizer_metrics(db: MapDatabase, q: dict, radius_m: float, params: Any) -> dict:
-    from ..recognition import Localizer
+def run_session(
+    db: MapDatabase, source: FrameSource, extractor: Any, session_params: Any = None, progress: bool = False
+) -> tuple[dict, list[Any]]:
+    """Run every posed frame of ``source`` through a localization-mode ``RecognitionSession``, as the
+    node would (same rules, same thresholds). Returns the queries as :func:`describe_source` does
+    (descriptors from the session) and the session's ``LocalizationResult`` per query, in order."""
+    from ..recognition import FrameStatus, RecognitionSession, SessionParams
 
-    loc = Localizer(db, params)
+    params = session_params or SessionParams()
+    params = dataclasses.replace(params, mode="localization")
+    session = RecognitionSession(extractor, db, params)
+    desc, pos, stamps, idx, srcs, results = [], [], [], [], [], []
+    skipped = {"no_pose": 0, "decode_error": 0, "rejected": 0}
+    with open_frames(source) as stream:
+        for frame in tqdm(
+            stream.frames, total=stream.total, unit="img", desc="localize", disable=not progress
+        ):
+            if not frame.ok:
+                skipped["no_pose"] += 1
+                continue
+            try:
+                image = frame.load()
+            except (ImageDecodeError, ValueError):
+                skipped["decode_error"] += 1
+                continue
+            res = session.process(frame.stamp, image)
+            if res.status != FrameStatus.LOCALIZED or res.descriptor is None:
+                skipped["rejected"] += 1
+                continue
+            desc.append(res.descriptor)
+            results.append(res.localization)
+            pos.append(frame.position)
+            stamps.append(frame.stamp)
+            idx.append(frame.index)
+            srcs.append(frame.source)
+    if not idx:
+        raise BuildMapError(f"no usable query images (skipped: {skipped})")
+    q = {
+        "descriptors": np.stack(desc).astype(np.float32),
+        "positions": np.asarray(pos, np.float64).reshape(-1, 3),
+        "stamps": np.asarray(stamps, np.float64),
+        "indices": np.asarray(idx, np.int64),
+        "sources": srcs,
+        "skipped": skipped,
+    }
+    return q, results
+
+
+def _localizer_metrics(results: list[Any], positions: np.ndarray, radius_m: float) -> dict:
     tp = fp = 0
     reasons: dict[str, int] = {}
-    for d, t, p in zip(q["descriptors"], q["stamps"], q["positions"], strict=True):
-        res = loc.localize(d, float(t))
+    for res, p in zip(results, positions, strict=True):
         if res.accepted and res.best_place is not None:
             if float(np.linalg.norm(np.asarray(res.best_place.position) - p)) <= radius_m:
                 tp += 1
@@ -146,7 +191,7 @@ def eval_map(
     radius_m: float = 25.0,
     output_json: str | Path | None = None,
     output_png: str | Path | None = None,
-    localizer_params: Any = None,
+    session_params: Any = None,
     model: str | Path | None = None,
     device: str | None = None,
     fp16: bool | None = None,
@@ -160,7 +205,9 @@ def eval_map(
     Returns (and writes to ``output_json`` when given) a dict: ``queries``,
     ``queries_without_positive``, ``recall_at`` ({N: recall}), ``localizer``
     (precision, recall, counts), ``top1_sweep`` (see :func:`precision_recall_sweep`),
-    ``radius_m``, ``skipped``, ``seconds``. ``output_png``: the plots.
+    ``radius_m``, ``skipped``, ``seconds``. ``output_png``: the plots. The queries go through a
+    localization-mode ``RecognitionSession`` with ``session_params`` (the node's defaults when None),
+    so the accepted places are what the node would publish.
     """
     if not (np.isfinite(radius_m) and radius_m > 0):
         raise BuildMapError(f"radius_m must be a positive number, got {radius_m!r}")
@@ -181,7 +228,7 @@ def eval_map(
     db = MapDatabase.load(map_path, expected_model_fingerprint=ex.fingerprint)
     if len(db) == 0:
         raise BuildMapError(f"map {map_path} has no keyframes")
-    q = describe_source(source, ex, batch_size, progress)
+    q, localized = run_session(db, source, ex, session_params, progress)
     k = min(ns[-1], len(db))
     res = db.search(q["descriptors"], k)
     ids = np.asarray(res.ids)
@@ -200,7 +247,7 @@ def eval_map(
     recalls = recall_at_n(correct, ns, has_pos)
     scores = np.asarray(res.scores, np.float64)[:, 0]
     sweep = precision_recall_sweep(scores, correct[:, 0], n_pos)
-    loc = _localizer_metrics(db, q, radius_m, localizer_params)
+    loc = _localizer_metrics(localized, q["positions"], radius_m)
     accepted = loc["true_positives"] + loc["false_positives"]
     loc["accepted"] = accepted
     loc["precision"] = loc["true_positives"] / accepted if accepted else float("nan")

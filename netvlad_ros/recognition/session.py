@@ -185,6 +185,7 @@ class FrameResult:
     loop_closure: LoopClosureResult | None = None
     loop_positions: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    descriptor: np.ndarray | None = field(default=None, repr=False)  # when the network ran
 
 
 @dataclass(frozen=True)
@@ -437,7 +438,12 @@ class RecognitionSession:
             if plan.mode == "localization":
                 res = self._localizer.localize(descriptor, plan.stamp)
                 out = FrameResult(
-                    plan.stamp, plan.mode, FrameStatus.LOCALIZED, events=plan.events, localization=res
+                    plan.stamp,
+                    plan.mode,
+                    FrameStatus.LOCALIZED,
+                    events=plan.events,
+                    localization=res,
+                    descriptor=descriptor,
                 )
             else:
                 out = self._add_keyframe(plan, descriptor)
@@ -479,6 +485,7 @@ class RecognitionSession:
             keyframe_id=kid,
             loop_closure=res,
             loop_positions=positions,
+            descriptor=descriptor,
         )
 
     # ------------------------------------------------------------------ saving
