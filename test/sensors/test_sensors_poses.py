@@ -136,7 +136,7 @@ def test_keyframe_selector_frame_by_frame_with_reconfigure_and_reset() -> None:
     assert sel.is_due(5.0, np.zeros(3), yaw_q(0))
     with pytest.raises(SensorError, match=r"KeyframeParams.distance_m must be in \[0, 1e\+09\], got -1.0"):
         sel.configure(KeyframeParams(-1.0, 30.0, 0.0))
-    with pytest.raises(SensorError, match="KeyframeParams.period_s must be finite"):
+    with pytest.raises(SensorError, match=r"KeyframeParams\.period_s must be finite"):
         sel.configure(KeyframeParams(1.0, 30.0, float("nan")))
     sel.reset()
     assert sel.is_due(1.0, np.zeros(3), yaw_q(0))
