@@ -3,6 +3,8 @@
 - ``PoseGraph`` / ``PoseGraphParams``: odometry between-factors, robust loop-closure
   between-factors, incremental iSAM2, optimised poses and the map->odom correction.
 - ``conventions``: pose forms and the ROS <-> GTSAM covariance conversion.
+- ``LiveGraph`` / ``LiveGraphParams``: the graph fed by live streams (odometry, keyframe
+  announcements, loop closures that may come before their keyframes); pose_graph_node's core.
 - ``metrics``: absolute trajectory error with optional rigid alignment.
 - ``simulation``: seeded loops with drifting odometry and loop closures (tests, benchmarks).
 
@@ -18,7 +20,7 @@ from netvlad_ros.posegraph.conventions import (
     ros_to_tangent_covariance,
     tangent_to_ros_covariance,
 )
-from netvlad_ros.posegraph.errors import PoseGraphError
+from netvlad_ros.posegraph.errors import PoseGraphError, PoseGraphParamError
 from netvlad_ros.posegraph.graph import (
     LOOP_KERNELS,
     LoopClosureState,
@@ -26,13 +28,19 @@ from netvlad_ros.posegraph.graph import (
     PoseGraphParams,
     Trajectory,
 )
+from netvlad_ros.posegraph.live import DOWNWEIGHTED_BELOW, LIVE_REASONS, LiveGraph, LiveGraphParams
 from netvlad_ros.posegraph.metrics import ate_rmse, rigid_alignment
 
 __all__ = [
+    "DOWNWEIGHTED_BELOW",
+    "LIVE_REASONS",
     "LOOP_KERNELS",
+    "LiveGraph",
+    "LiveGraphParams",
     "LoopClosureState",
     "PoseGraph",
     "PoseGraphError",
+    "PoseGraphParamError",
     "PoseGraphParams",
     "PoseLike",
     "Trajectory",

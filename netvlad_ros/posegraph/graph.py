@@ -31,6 +31,7 @@ import gtsam
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from netvlad_ros.config import param
 from netvlad_ros.posegraph.conventions import (
     Matrix,
     PoseLike,
@@ -41,7 +42,7 @@ from netvlad_ros.posegraph.conventions import (
     ros_to_tangent_covariance,
     tangent_to_ros_covariance,
 )
-from netvlad_ros.posegraph.errors import PoseGraphError
+from netvlad_ros.posegraph.errors import PoseGraphError, PoseGraphParamError
 
 LOOP_KERNELS = ("none", "huber", "cauchy", "geman_mcclure", "dcs")
 """Robust kernels for loop closures; measured in docs/posegraph.md."""
@@ -78,40 +79,66 @@ class PoseGraphParams:
     keyframe to its odometry pose (fixes the map frame).
     """
 
-    odom_translation_sigma_per_m: float = 0.02
-    odom_rotation_sigma_per_m: float = 0.01
-    odom_rotation_sigma_per_rad: float = 0.01
-    odom_min_translation_sigma: float = 0.01
-    odom_min_rotation_sigma: float = 0.001
-    loop_kernel: str = "cauchy"
-    loop_kernel_param: float = 2.5
-    scale_free_translation_sigma: float = 1000.0
-    closure_iterations: int = 3
-    relinearize_threshold: float = 0.1
-    relinearize_skip: int = 10
-    prior_translation_sigma: float = 1e-4
-    prior_rotation_sigma: float = 1e-4
+    # Declared with config.param so the pose_graph_node's ROS parameters (``graph.*``) and
+    # config/pose_graph.yaml derive from these fields; the limits are checked by validate()
+    # (its messages name the field) and stated in each description. Read-only: the graph
+    # reads them when it is built.
+    odom_translation_sigma_per_m: float = param(
+        0.02, "odometry fallback: translation sigma per metre travelled (>= 0)", read_only=True
+    )
+    odom_rotation_sigma_per_m: float = param(
+        0.01, "odometry fallback: rotation sigma (rad) per metre travelled (>= 0)", read_only=True
+    )
+    odom_rotation_sigma_per_rad: float = param(
+        0.01, "odometry fallback: rotation sigma (rad) per radian turned (>= 0)", read_only=True
+    )
+    odom_min_translation_sigma: float = param(
+        0.01, "odometry fallback: smallest translation sigma, metres (> 0)", read_only=True
+    )
+    odom_min_rotation_sigma: float = param(
+        0.001, "odometry fallback: smallest rotation sigma, radians (> 0)", read_only=True
+    )
+    loop_kernel: str = param("cauchy", "robust kernel of loop closures", choices=LOOP_KERNELS, read_only=True)
+    loop_kernel_param: float = param(
+        2.5, "kernel parameter in sigmas of the closure's covariance (dcs: phi) (> 0)", read_only=True
+    )
+    scale_free_translation_sigma: float = param(
+        1000.0,
+        "translation sigma (m) of closures with scale_known false: rotation-only constraints (> 0)",
+        read_only=True,
+    )
+    closure_iterations: int = param(
+        3, "iSAM2 steps of an update that contains a loop closure (>= 1)", read_only=True
+    )
+    relinearize_threshold: float = param(0.1, "iSAM2 relinearisation threshold (> 0)", read_only=True)
+    relinearize_skip: int = param(10, "iSAM2 relinearises every this many updates (>= 1)", read_only=True)
+    prior_translation_sigma: float = param(
+        1e-4, "sigma (m) of the prior holding the first keyframe at its odometry pose (> 0)", read_only=True
+    )
+    prior_rotation_sigma: float = param(
+        1e-4, "sigma (rad) of the prior holding the first keyframe at its odometry pose (> 0)", read_only=True
+    )
 
     def validate(self) -> None:
-        """Raise PoseGraphError naming the first invalid field."""
+        """Raise PoseGraphParamError (a PoseGraphError) naming the first invalid field."""
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name == "loop_kernel":
                 if value not in LOOP_KERNELS:
-                    raise PoseGraphError(f"loop_kernel: {value!r} is not one of {LOOP_KERNELS}")
+                    raise PoseGraphParamError(f"loop_kernel: {value!r} is not one of {LOOP_KERNELS}")
                 continue
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-                raise PoseGraphError(f"{f.name}: must be a finite number, got {value!r}")
+                raise PoseGraphParamError(f"{f.name}: must be a finite number, got {value!r}")
             if f.name in ("closure_iterations", "relinearize_skip"):
                 if not float(value).is_integer() or value < 1:
-                    raise PoseGraphError(f"{f.name}: must be an integer >= 1, got {value!r}")
+                    raise PoseGraphParamError(f"{f.name}: must be an integer >= 1, got {value!r}")
             elif (
                 f.name.startswith("odom_") and f.name.endswith("_per_m")
             ) or f.name == "odom_rotation_sigma_per_rad":
                 if value < 0:
-                    raise PoseGraphError(f"{f.name}: must be >= 0, got {value!r}")
+                    raise PoseGraphParamError(f"{f.name}: must be >= 0, got {value!r}")
             elif value <= 0:
-                raise PoseGraphError(f"{f.name}: must be > 0, got {value!r}")
+                raise PoseGraphParamError(f"{f.name}: must be > 0, got {value!r}")
 
 
 @dataclass(frozen=True)
