@@ -1,6 +1,8 @@
-"""Build the node's output messages from recognition results (pose, tables, markers, diagnostics).
+"""Build the nodes' output messages from results (pose, tables, markers, diagnostics, paths).
 
-Pure functions: results in, standard messages out; the node only publishes them.
+Pure functions: results in, standard messages out; the nodes only publish them. The
+localize node's come from recognition results; the pose-graph node's (``path_msg``,
+``pose_covariance_msg``, ``transform_msg``, ``graph_closure_markers``) from the pose graph.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ from typing import Any
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Point, PoseWithCovarianceStamped
-from scipy.spatial.transform import Rotation
+from geometry_msgs.msg import Point, Pose, PoseStamped, PoseWithCovarianceStamped, TransformStamped
+from nav_msgs.msg import Path
+from numpy.typing import ArrayLike
 from sensor_msgs.msg import PointCloud2
-from std_msgs.msg import ColorRGBA
+from std_msgs.msg import ColorRGBA, Float64MultiArray
 from visualization_msgs.msg import Marker, MarkerArray
 
+from netvlad_ros.posegraph import DOWNWEIGHTED_BELOW, LoopClosureState, Trajectory, position_quaternion
 from netvlad_ros.recognition import Hypothesis, LoopClosure, Place
+from netvlad_ros.ros.conversions import sec_to_stamp
 from netvlad_ros.ros.tables import (
     HYPOTHESIS_DTYPE,
     KEYFRAME_DTYPE,
@@ -28,13 +33,18 @@ from netvlad_ros.ros.tables import (
 
 __all__ = [
     "diagnostics_msg",
+    "graph_closure_markers",
     "hypotheses_table",
     "keyframes_table",
+    "lio_sam_loop_msg",
     "loop_closure_markers",
     "loop_closures_table",
     "marker_array",
     "match_marker",
+    "path_msg",
+    "pose_covariance_msg",
     "pose_msg",
+    "transform_msg",
 ]
 
 _MIN_CONFIDENCE_FOR_COVARIANCE = 0.01
@@ -82,9 +92,9 @@ def hypotheses_table(hypotheses: Sequence[Hypothesis], stamp: Time, frame_id: st
 def loop_closures_table(closures: Sequence[LoopClosure], stamp: Time, frame_id: str) -> PointCloud2:
     """``~/loop_closures``: one LOOP_CLOSURE_DTYPE row per accepted loop closure.
 
-    ``verified`` is 1 when geometric verification ran (``inliers`` set); the relative
-    pose columns hold the rotation and the unit translation direction when the
-    verifier could compute them (with intrinsics), NaN otherwise.
+    ``verified`` is 1 when geometric verification ran (``inliers`` set). The relative pose
+    columns hold ``T_match_query`` (body frames) and ``covariance`` its 36 row-major values,
+    NaN where the closure has none; ``inlier_ratio`` and ``spread`` NaN when not measured.
     """
     rows = np.zeros(len(closures), LOOP_CLOSURE_DTYPE)
     for r, lc in enumerate(closures):
@@ -94,13 +104,32 @@ def loop_closures_table(closures: Sequence[LoopClosure], stamp: Time, frame_id: 
         row["score"] = lc.score
         row["inliers"] = lc.inliers or 0
         row["verified"] = 1 if lc.inliers is not None else 0
-        t = lc.translation_direction
-        q = Rotation.from_matrix(np.asarray(lc.rotation)).as_quat() if lc.rotation is not None else None
-        for k, name in enumerate(("tx", "ty", "tz")):
-            row[name] = float(t[k]) if t is not None else math.nan
-        for k, name in enumerate(("qx", "qy", "qz", "qw")):
-            row[name] = float(q[k]) if q is not None else math.nan
+        # getattr: LoopClosure gains these fields with metric verification (CONTRACTS.md)
+        row["scale_known"] = 1 if getattr(lc, "scale_known", False) else 0
+        row["inlier_ratio"] = _number(getattr(lc, "inlier_ratio", None))
+        row["spread"] = _number(getattr(lc, "spread", None))
+        pose = getattr(lc, "T_match_query", None)
+        t, q = np.full(3, math.nan), np.full(4, math.nan)
+        if pose is not None and np.all(np.isfinite(pose)):
+            t, q = position_quaternion(pose)
+        row["tx"], row["ty"], row["tz"] = t
+        row["qx"], row["qy"], row["qz"], row["qw"] = q
+        cov = getattr(lc, "covariance", None)
+        row["covariance"] = math.nan if cov is None else np.asarray(cov, dtype=np.float64).reshape(36)
     return array_to_pointcloud2(rows, frame_id, stamp)
+
+
+def _number(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def lio_sam_loop_msg(closure: LoopClosure) -> Float64MultiArray:
+    """LIO-SAM's external loop message: ``data = [query_stamp, match_stamp]`` (seconds).
+
+    LIO-SAM (``loopInfoHandler`` on ``lio_loop/loop_closure_detection``) keeps messages of
+    exactly two values, finds its keyframes nearest those times and registers them itself.
+    """
+    return Float64MultiArray(data=[float(closure.query_stamp), float(closure.match_stamp)])
 
 
 def keyframes_table(
@@ -186,3 +215,89 @@ def diagnostics_msg(
     arr.header.stamp = stamp
     arr.status = [status]
     return arr
+
+
+# ---------------------------------------------------------------------------- pose graph outputs
+
+
+def _pose(matrix: ArrayLike) -> Pose:
+    p, q = position_quaternion(matrix)
+    out = Pose()
+    out.position.x, out.position.y, out.position.z = (float(v) for v in p)
+    o = out.orientation
+    o.x, o.y, o.z, o.w = (float(v) for v in q)
+    return out
+
+
+def path_msg(trajectory: Trajectory, frame_id: str) -> Path:
+    """``~/path``: every keyframe at its optimised pose, stamped with the keyframe's stamp.
+
+    The header stamp is the newest keyframe's (zero when empty).
+    """
+    msg = Path()
+    msg.header.frame_id = frame_id
+    for stamp, p, q in zip(trajectory.stamps, trajectory.positions, trajectory.orientations, strict=True):
+        ps = PoseStamped()
+        ps.header.frame_id = frame_id
+        ps.header.stamp = sec_to_stamp(float(stamp))
+        ps.pose.position.x, ps.pose.position.y, ps.pose.position.z = (float(v) for v in p)
+        o = ps.pose.orientation
+        o.x, o.y, o.z, o.w = (float(v) for v in q)
+        msg.poses.append(ps)
+    if len(trajectory):
+        msg.header.stamp = sec_to_stamp(float(trajectory.stamps[-1]))
+    return msg
+
+
+def pose_covariance_msg(
+    pose: ArrayLike, covariance: ArrayLike | None, stamp: Time, frame_id: str
+) -> PoseWithCovarianceStamped:
+    """A 4x4 pose with its 6x6 covariance (ROS order; None: all zeros, "unknown")."""
+    msg = PoseWithCovarianceStamped()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.pose.pose = _pose(pose)
+    if covariance is not None:
+        msg.pose.covariance = np.asarray(covariance, dtype=np.float64).reshape(36).tolist()
+    return msg
+
+
+def transform_msg(transform: ArrayLike, stamp: Time, parent: str, child: str) -> TransformStamped:
+    """``T_parent_child`` (4x4) as a TransformStamped (e.g. map -> odom)."""
+    msg = TransformStamped()
+    msg.header.stamp = stamp
+    msg.header.frame_id = parent
+    msg.child_frame_id = child
+    p = _pose(transform)
+    tr = msg.transform
+    tr.translation.x, tr.translation.y, tr.translation.z = p.position.x, p.position.y, p.position.z
+    tr.rotation = p.orientation
+    return msg
+
+
+def graph_closure_markers(
+    states: Sequence[LoopClosureState], poses: dict[int, np.ndarray], stamp: Time, frame_id: str
+) -> list[Marker]:
+    """Two LINE_LIST markers joining the optimised poses of each loop closure's keyframes:
+    ns ``accepted`` (green) and ``downweighted`` (red: robust weight below DOWNWEIGHTED_BELOW,
+    i.e. rejected by the kernel). An empty set is sent as a DELETE so stale lines disappear."""
+    out = []
+    for ns, color, chosen in (
+        ("accepted", _color(0.1, 0.8, 0.1), [s for s in states if s.weight >= DOWNWEIGHTED_BELOW]),
+        ("downweighted", _color(0.9, 0.1, 0.1), [s for s in states if s.weight < DOWNWEIGHTED_BELOW]),
+    ):
+        m = Marker()
+        m.header.stamp = stamp
+        m.header.frame_id = frame_id
+        m.ns, m.id = ns, 0
+        m.type = Marker.LINE_LIST
+        m.pose.orientation.w = 1.0
+        m.scale.x = 0.15
+        m.color = color
+        for s in chosen:
+            a, b = poses.get(s.match_key), poses.get(s.query_key)
+            if a is not None and b is not None:
+                m.points.extend((_point(a[:3, 3]), _point(b[:3, 3])))
+        m.action = Marker.ADD if m.points else Marker.DELETE
+        out.append(m)
+    return out

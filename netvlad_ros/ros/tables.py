@@ -70,11 +70,17 @@ HYPOTHESIS_DTYPE = np.dtype(
     ]
 )
 
-#: One row per detected loop closure; (tx..qw) is the pose of the match in the query
-#: camera frame when ``verified`` is 1 (geometric verification), NaN otherwise.
-#: Offsets: query_id 0, match_id 4, query_stamp 8, match_stamp 16, score 24,
-#: inliers 28, tx 32, ty 36, tz 40, qx 44, qy 48, qz 52, qw 56, verified 60;
-#: bytes 61-63 are zero padding; point_step 64.
+#: One row per accepted loop closure (``~/loop_closures``). (tx..qw) is ``T_match_query``:
+#: the pose of the query keyframe's body frame in the match keyframe's body frame (what a
+#: ``BetweenFactor(match, query)`` measures), NaN when the closure has no relative pose
+#: (geometric verification off, or a fundamental-matrix model). ``covariance``: its 6x6
+#: covariance, row-major, ROS order [x y z roll pitch yaw] in the match body frame's axes
+#: (FLOAT64, count 36), NaN when unknown. ``scale_known`` 0: the translation is a unit
+#: direction (monocular), its covariance block not metric.
+#: Offsets: query_id 0, match_id 4, query_stamp 8, match_stamp 16, score 24, inliers 28,
+#: tx 32, ty 36, tz 40, qx 44, qy 48, qz 52, qw 56, verified 60, scale_known 61,
+#: (62-63 zero padding), inlier_ratio 64, spread 68, covariance 72 (36 x 8 bytes);
+#: point_step 360.
 LOOP_CLOSURE_DTYPE = np.dtype(
     {
         "names": [
@@ -92,10 +98,16 @@ LOOP_CLOSURE_DTYPE = np.dtype(
             "qz",
             "qw",
             "verified",
+            "scale_known",
+            "inlier_ratio",
+            "spread",
+            "covariance",
         ],
-        "formats": ["<u4", "<u4", "<f8", "<f8", "<f4", "<u4"] + ["<f4"] * 7 + ["u1"],
-        "offsets": [0, 4, 8, 16, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60],
-        "itemsize": 64,
+        "formats": ["<u4", "<u4", "<f8", "<f8", "<f4", "<u4"]
+        + ["<f4"] * 7
+        + ["u1", "u1", "<f4", "<f4", ("<f8", (36,))],
+        "offsets": [0, 4, 8, 16, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60, 61, 64, 68, 72],
+        "itemsize": 360,
     }
 )
 

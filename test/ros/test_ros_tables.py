@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import PointCloud2, PointField
 
+from netvlad_ros.ros.conversions import sec_to_stamp
 from netvlad_ros.ros.tables import (
     HYPOTHESIS_DTYPE,
     KEYFRAME_DTYPE,
@@ -94,23 +95,27 @@ def test_hypothesis_layout_is_documented_layout() -> None:
 
 def test_loop_closure_and_keyframe_layouts_are_aligned() -> None:
     lc = array_to_pointcloud2(np.zeros(1, LOOP_CLOSURE_DTYPE), "map")
-    assert [(f.name, f.offset, f.datatype) for f in lc.fields] == [
-        ("query_id", 0, F.UINT32),
-        ("match_id", 4, F.UINT32),
-        ("query_stamp", 8, F.FLOAT64),
-        ("match_stamp", 16, F.FLOAT64),
-        ("score", 24, F.FLOAT32),
-        ("inliers", 28, F.UINT32),
-        ("tx", 32, F.FLOAT32),
-        ("ty", 36, F.FLOAT32),
-        ("tz", 40, F.FLOAT32),
-        ("qx", 44, F.FLOAT32),
-        ("qy", 48, F.FLOAT32),
-        ("qz", 52, F.FLOAT32),
-        ("qw", 56, F.FLOAT32),
-        ("verified", 60, F.UINT8),
+    assert [(f.name, f.offset, f.datatype, f.count) for f in lc.fields] == [
+        ("query_id", 0, F.UINT32, 1),
+        ("match_id", 4, F.UINT32, 1),
+        ("query_stamp", 8, F.FLOAT64, 1),
+        ("match_stamp", 16, F.FLOAT64, 1),
+        ("score", 24, F.FLOAT32, 1),
+        ("inliers", 28, F.UINT32, 1),
+        ("tx", 32, F.FLOAT32, 1),
+        ("ty", 36, F.FLOAT32, 1),
+        ("tz", 40, F.FLOAT32, 1),
+        ("qx", 44, F.FLOAT32, 1),
+        ("qy", 48, F.FLOAT32, 1),
+        ("qz", 52, F.FLOAT32, 1),
+        ("qw", 56, F.FLOAT32, 1),
+        ("verified", 60, F.UINT8, 1),
+        ("scale_known", 61, F.UINT8, 1),
+        ("inlier_ratio", 64, F.FLOAT32, 1),
+        ("spread", 68, F.FLOAT32, 1),
+        ("covariance", 72, F.FLOAT64, 36),
     ]
-    assert lc.point_step == 64
+    assert lc.point_step == 360 == 72 + 36 * 8
     kf = array_to_pointcloud2(np.zeros(1, KEYFRAME_DTYPE), "map")
     assert [(f.name, f.offset, f.datatype) for f in kf.fields] == [
         ("x", 0, F.FLOAT32),
@@ -131,10 +136,10 @@ def test_wire_bytes_little_endian_and_zero_padding() -> None:
     row = np.zeros(1, LOOP_CLOSURE_DTYPE)
     row["query_id"], row["match_id"], row["query_stamp"], row["verified"], row["tz"] = 7, 3, 2.5, 1, -1.0
     data = bytes(array_to_pointcloud2(row, "map").data)
-    assert len(data) == 64
+    assert len(data) == 360
     assert struct.unpack_from("<IId", data, 0) == (7, 3, 2.5)
     assert struct.unpack_from("<f", data, 40) == (-1.0,)
-    assert data[60:64] == b"\x01\x00\x00\x00"  # verified + three zero padding bytes
+    assert data[60:64] == b"\x01\x00\x00\x00"  # verified, scale_known 0, two zero padding bytes
     # big-endian input columns are written little-endian
     be = np.zeros(1, [("x", ">f4"), ("id", ">u4")])
     be["x"], be["id"] = 1.5, 0x01020304
@@ -149,6 +154,55 @@ def test_is_dense_false_only_for_non_finite_xyz() -> None:
     lc = np.zeros(2, LOOP_CLOSURE_DTYPE)
     lc["tx"] = np.nan  # unverified closures: no x/y/z columns, still dense
     assert array_to_pointcloud2(lc, "map").is_dense
+
+
+def test_loop_closure_rows_carry_the_relative_pose_and_its_covariance() -> None:
+    """messages.loop_closures_table -> wire -> pointcloud2_to_array gives back what the closure said."""
+    from dataclasses import dataclass
+
+    from scipy.spatial.transform import Rotation
+
+    from netvlad_ros.recognition import LoopClosure
+    from netvlad_ros.ros.messages import lio_sam_loop_msg, loop_closures_table
+
+    @dataclass(frozen=True)
+    class MetricClosure(LoopClosure):  # the fields CONTRACTS.md adds to LoopClosure
+        T_match_query: np.ndarray | None = None
+        covariance: np.ndarray | None = None
+        scale_known: bool = False
+        inlier_ratio: float | None = None
+        spread: float | None = None
+
+    pose = np.eye(4)
+    pose[:3, :3] = Rotation.from_euler("xyz", [0.01, -0.02, 0.3]).as_matrix()
+    pose[:3, 3] = [1.5, -0.25, 0.05]
+    a = np.random.default_rng(0).normal(size=(6, 6))
+    cov = a @ a.T * 1e-4 + np.diag([1e-3] * 3 + [1e-5] * 3)
+    closures = [
+        MetricClosure(
+            12, 3, 1_700_000_012.25, 1_700_000_003.5, 0.91, 120, None, None, None, pose, cov, True, 0.6, 0.35
+        ),
+        MetricClosure(13, 4, 1_700_000_013.0, 1_700_000_004.0, 0.88),  # verification off: nothing metric
+    ]
+    msg = loop_closures_table(closures, sec_to_stamp(5.0), "map")
+    data = bytes(msg.data)
+    assert struct.unpack_from("<36d", data, 72) == tuple(cov.reshape(-1))  # float64, row-major
+    rows = pointcloud2_to_array(msg, LOOP_CLOSURE_DTYPE)
+    r = rows[0]
+    assert (r["query_id"], r["match_id"], r["inliers"], r["verified"], r["scale_known"]) == (12, 3, 120, 1, 1)
+    assert r["query_stamp"] == 1_700_000_012.25 and r["match_stamp"] == 1_700_000_003.5
+    np.testing.assert_array_equal(r["covariance"].reshape(6, 6), cov)
+    np.testing.assert_allclose([r["tx"], r["ty"], r["tz"]], pose[:3, 3], atol=1e-7)  # float32
+    q = Rotation.from_quat([r["qx"], r["qy"], r["qz"], r["qw"]])
+    assert np.degrees((q.inv() * Rotation.from_matrix(pose[:3, :3])).magnitude()) < 1e-5
+    assert r["inlier_ratio"] == np.float32(0.6) and r["spread"] == np.float32(0.35)
+    u = rows[1]
+    assert (u["verified"], u["scale_known"], u["inliers"]) == (0, 0, 0)
+    assert (
+        np.isnan(u["covariance"]).all()
+        and np.isnan([u[k] for k in ("tx", "qw", "inlier_ratio", "spread")]).all()
+    )
+    assert list(lio_sam_loop_msg(closures[0]).data) == [1_700_000_012.25, 1_700_000_003.5]
 
 
 # ----------------------------------------------------------------------------- round trips
