@@ -19,13 +19,15 @@ so what the robot does is testable without DDS.
 
 Threads and the map generation
 ------------------------------
-A frame goes through three steps, which :meth:`process` runs in order and a pipelined
-caller may run on different threads:
+A frame goes through four steps, which :meth:`process` runs in order and a pipelined
+caller (the node) runs on two threads, so the next frame is decoded and preprocessed
+while the current one is in the network:
 
 1. :meth:`begin` (under the session lock): the mode and time rules, the odometry pose,
    the keyframe gate; it snapshots the current *map generation*.
-2. :meth:`describe` (no lock): the network. Services may run meanwhile.
-3. :meth:`finish` (under the lock): if the generation changed in between (the map was
+2. :meth:`prepare` (no lock): the network's input (resize, normalise).
+3. :meth:`describe` (no lock): the network. Services may run meanwhile.
+4. :meth:`finish` (under the lock): if the generation changed in between (the map was
    replaced by :meth:`replace_map`, or the mode switched by :meth:`set_mode`), the frame
    is dropped as ``stale`` instead of writing a keyframe planned for the old map into the
    new one; otherwise the keyframe is added / the map is queried.
@@ -86,12 +88,17 @@ SESSION_REASONS: tuple[str, ...] = (
 
 
 class Describer(Protocol):
-    """What the session needs of a descriptor extractor (``model.DescriptorExtractor``)."""
+    """What the session needs of a descriptor extractor (``model.DescriptorExtractor``).
+
+    ``prepare(images)`` / ``run(prepared)`` split preprocessing from the network (pipelining);
+    an extractor without them is called as ``extractor(images)`` in :meth:`RecognitionSession.describe`.
+    """
 
     @property
     def dim(self) -> int: ...
 
-    fingerprint: str
+    @property
+    def fingerprint(self) -> str: ...
 
     def __call__(self, images: list[np.ndarray]) -> np.ndarray: ...
 
@@ -356,11 +363,12 @@ class RecognitionSession:
 
     # ------------------------------------------------------------------ frames
     def process(self, stamp: float, image: np.ndarray) -> FrameResult:
-        """All three steps for one frame (``image``: uint8 BGR or gray, any size)."""
+        """All four steps for one frame (``image``: uint8 BGR or gray, any size)."""
         plan = self.begin(stamp, image)
         if isinstance(plan, FrameResult):
             return plan
-        return self.finish(plan, self.describe(plan))
+        prepared = self.prepare(plan)
+        return self.finish(plan, self.describe(plan, prepared))
 
     def begin(self, stamp: float, image: np.ndarray) -> FramePlan | FrameResult:
         """Step 1: the mode and time rules. A FrameResult when the frame needs no network."""
@@ -418,9 +426,16 @@ class RecognitionSession:
                 started,
             )
 
-    def describe(self, plan: FramePlan) -> np.ndarray:
-        """Step 2 (no lock held): the global descriptor of the plan's image."""
-        return np.asarray(self.extractor([plan.image])[0], dtype=np.float32)
+    def prepare(self, plan: FramePlan) -> Any:
+        """Step 2 (no lock held, any thread): the network input of the plan's image."""
+        prepare = getattr(self.extractor, "prepare", None)
+        return prepare([plan.image]) if prepare is not None else None
+
+    def describe(self, plan: FramePlan, prepared: Any = None) -> np.ndarray:
+        """Step 3 (no lock held): the global descriptor (from :meth:`prepare`'s output when given)."""
+        run = self.extractor.run if prepared is not None else None  # type: ignore[attr-defined]
+        out = run(prepared) if run is not None else self.extractor([plan.image])
+        return np.asarray(out[0], dtype=np.float32)
 
     def finish(self, plan: FramePlan, descriptor: np.ndarray) -> FrameResult:
         """Step 3: localize, or add the keyframe and look for loop closures, unless the frame is stale."""

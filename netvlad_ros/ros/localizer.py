@@ -8,9 +8,12 @@ its results into messages, and owns the threads, parameters, services and timers
 Threads: a ``MultiThreadedExecutor`` (``ros/runner.py``) runs the callbacks in three
 groups that never wait for each other: inputs (images, odom, fix), services
 (save, reload, mode) and timers (diagnostics, autosave). The image callback only keeps
-the newest message (replacing one not yet processed counts as a skipped frame); one
-worker thread decodes it and runs it through the session, so latency stays bounded
-when the camera is faster than the network.
+the newest message (replacing one not yet taken counts as a skipped frame). Two worker
+threads form a pipeline: the *prepare* stage decodes the newest image, applies the
+session's rules and preprocesses it while the *network* stage runs the previous frame
+through the network and the map and publishes the results; between them one slot
+again keeps only the newest frame. So latency stays one network pass plus decode, and
+throughput is set by the network alone (the rest overlaps with it).
 
 Shared state: the session guards its own (map, localizer, detector, buffers) and drops
 frames planned for a map or mode that changed meanwhile. The node's own settings are
@@ -28,6 +31,7 @@ import threading
 import time
 import traceback
 from collections import Counter, deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +50,7 @@ from visualization_msgs.msg import MarkerArray
 
 from netvlad_ros.mapdb import MapDatabase, MapError
 from netvlad_ros.model import DescriptorExtractor, ModelFileError
-from netvlad_ros.recognition import FrameResult, FrameStatus, RecognitionSession
+from netvlad_ros.recognition import FramePlan, FrameResult, FrameStatus, RecognitionSession
 from netvlad_ros.recognition.session import SESSION_REASONS
 from netvlad_ros.ros import messages
 from netvlad_ros.ros.conversions import (
@@ -108,8 +112,10 @@ class LocalizeNode(Node):
         self._last_save = time.monotonic()
         self._map_dirty = True
 
-        # newest unprocessed image (the only hand-over between executor and worker)
+        # newest unprocessed image (executor -> prepare stage) and newest prepared frame
+        # (prepare stage -> network stage): one slot each, the latest-frame policy at both
         self._pending: tuple[Any, float] | None = None
+        self._prepared: _Prepared | None = None
         self._cond = threading.Condition()
         self._running = True
 
@@ -146,8 +152,12 @@ class LocalizeNode(Node):
         self.create_timer(n.diagnostics_period_s, self._on_timer, callback_group=timers)
         self.create_timer(1.0, self._on_autosave_timer, callback_group=saver)
 
-        self._worker = threading.Thread(target=self._work, name="netvlad_worker", daemon=True)
-        self._worker.start()
+        self._workers = [
+            threading.Thread(target=self._prepare_loop, name="netvlad_prepare", daemon=True),
+            threading.Thread(target=self._network_loop, name="netvlad_network", daemon=True),
+        ]
+        for w in self._workers:
+            w.start()
 
     def ready_message(self) -> str:
         """The "ready" log line (logged by the runner once the executor exists)."""
@@ -257,8 +267,9 @@ class LocalizeNode(Node):
         if event is not None:
             self._reject(event.reason, event.text)
 
-    # ------------------------------------------------------------------ worker
-    def _work(self) -> None:
+    # ------------------------------------------------------------------ the two worker stages
+    def _prepare_loop(self) -> None:
+        """Stage 1: take the newest image, decode it, apply the session's rules, preprocess it."""
         while True:
             with self._cond:
                 while self._pending is None and self._running:
@@ -269,12 +280,12 @@ class LocalizeNode(Node):
                 msg, received = self._pending
                 self._pending = None
             try:
-                self._process(msg, received)
+                self._prepare(msg, received)
             except Exception as exc:  # never let one frame take the node down
-                self._reject("internal_error", f"error processing an image: {exc!r}")
+                self._reject("internal_error", f"error preparing an image: {exc!r}")
                 self.get_logger().debug(traceback.format_exc())
 
-    def _process(self, msg: Any, received: float) -> None:
+    def _prepare(self, msg: Any, received: float) -> None:
         cfg = self._cfg
         t0 = time.perf_counter()
         try:
@@ -285,9 +296,51 @@ class LocalizeNode(Node):
         except ImageDecodeError as exc:
             self._reject(exc.reason, f"dropped image: {exc}")
             return
-        decode_ms = (time.perf_counter() - t0) * 1e3
-        stamp_msg = msg.header.stamp
-        res = self._session.process(stamp_to_sec(stamp_msg), bgr)
+        t1 = time.perf_counter()
+        plan = self._session.begin(stamp_to_sec(msg.header.stamp), bgr)
+        if isinstance(plan, FrameResult):  # rejected, or not a keyframe: no network
+            self._finish_frame(plan, msg.header.stamp, received, cfg, {"decode": (t1 - t0) * 1e3})
+            return
+        prepared = self._session.prepare(plan)
+        t2 = time.perf_counter()
+        item = _Prepared(
+            plan,
+            prepared,
+            msg.header.stamp,
+            received,
+            {"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3},
+        )
+        with self._cond:
+            replaced = self._prepared is not None
+            self._prepared = item
+            self._cond.notify_all()
+        if replaced:
+            self._count("skipped")  # prepared but superseded before the network took it
+
+    def _network_loop(self) -> None:
+        """Stage 2: the network, the map (search, keyframes, loop closures) and publishing."""
+        while True:
+            with self._cond:
+                while self._prepared is None and self._running:
+                    self._cond.wait(timeout=0.2)
+                if self._prepared is None:  # stopping, and nothing left to finish
+                    return
+                item = self._prepared
+                self._prepared = None
+            try:
+                t0 = time.perf_counter()
+                descriptor = self._session.describe(item.plan, item.prepared)
+                item.timings["network"] = (time.perf_counter() - t0) * 1e3
+                res = self._session.finish(item.plan, descriptor)
+                self._finish_frame(res, item.stamp_msg, item.received, self._cfg, item.timings)
+            except Exception as exc:  # never let one frame take the node down
+                self._reject("internal_error", f"error processing an image: {exc!r}")
+                self.get_logger().debug(traceback.format_exc())
+
+    def _finish_frame(
+        self, res: FrameResult, stamp_msg: Any, received: float, cfg: NodeConfig, timings: dict[str, float]
+    ) -> None:
+        """Count, warn about and publish one frame's result."""
         for event in res.events:
             self._reject(event.reason, event.text)
         if res.status in (FrameStatus.REJECTED, FrameStatus.STALE):
@@ -298,12 +351,14 @@ class LocalizeNode(Node):
             self._publish_localization(res, stamp_msg, cfg)
         elif res.status == FrameStatus.KEYFRAME:
             self._publish_keyframe(res, stamp_msg, cfg)
-        publish_ms = (time.perf_counter() - t1) * 1e3
+        timings = {**timings, "publish": (time.perf_counter() - t1) * 1e3}
+        if "finish" in res.timings_ms:
+            timings["map"] = res.timings_ms["finish"]  # search, verification, keyframe + loop closure
         with self._stats_lock:
             self._counts["processed"] += 1
             if res.status != FrameStatus.NOT_KEYFRAME:
                 self._latencies.append(time.monotonic() - received)
-                for key, ms in (("decode", decode_ms), ("publish", publish_ms), *res.timings_ms.items()):
+                for key, ms in timings.items():
                     self._timings.setdefault(key, deque(maxlen=_LATENCY_WINDOW)).append(ms)
 
     def _publish_localization(self, res: FrameResult, stamp_msg: Any, cfg: NodeConfig) -> None:
@@ -486,14 +541,26 @@ class LocalizeNode(Node):
 
     # ------------------------------------------------------------------ shutdown
     def shutdown(self) -> None:
-        """Stop the worker (the frame in progress finishes), then save a changed slam map."""
+        """Stop the workers (frames in progress finish), then save a changed slam map."""
         with self._cond:
-            self._running = False
+            self._running = False  # the prepare stage stops; the network stage finishes what it holds
             self._cond.notify_all()
-        self._worker.join(timeout=30.0)
+        for worker in self._workers:
+            worker.join(timeout=30.0)
         if self._session.mode == "slam" and self._session.unsaved_changes and self._save_target():
             ok, text = self._save("shutdown")
             (self.get_logger().info if ok else self.get_logger().error)(text)
+
+
+@dataclass
+class _Prepared:
+    """A frame between the two worker stages."""
+
+    plan: FramePlan
+    prepared: Any
+    stamp_msg: Any
+    received: float
+    timings: dict[str, float]
 
 
 def _from_ros(kind: str, value: Any) -> Any:

@@ -16,17 +16,22 @@ the flag; on stop it calls the node's ``shutdown()`` (stop threads, final saves)
 destroys the node and the context. Exit status: 0 after a signal or a normal end, 2
 when the node cannot start (one line on stderr naming the problem, never a traceback).
 
+Under ``ros2 launch`` the node also stops cleanly when launch is killed by SIGTERM alone
+(upstream ros2/launch#666 leaves its nodes running): see :func:`_stop_with_launch_parent`.
+
 "Ready" is logged by :func:`run` after the executor exists, so a supervisor that waits
 for it and then signals the node always finds a valid context.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 __all__ = ["StartupError", "run"]
@@ -55,6 +60,7 @@ def run(
     signals = (signal.SIGINT, signal.SIGTERM)
     for s in signals:
         signal.signal(s, stop.on_signal)
+    _stop_with_launch_parent()
     try:
         return _run(program, argv, make_node, usage, prepare_args, threads, stop)
     finally:
@@ -64,6 +70,33 @@ def run(
         # Ignored signals stay ignored through finalization.
         for s in signals:
             signal.signal(s, signal.SIG_IGN)
+
+
+def _stop_with_launch_parent() -> None:
+    """Under ``ros2 launch``, get SIGTERM (a clean stop) when launch itself dies.
+
+    ``ros2 launch`` killed by SIGTERM exits without stopping its nodes (ros2/launch#666), so
+    they would run on as orphans. When the parent process is ``ros2 launch`` (Linux only,
+    read from /proc), ask the kernel for SIGTERM on the parent's death (PR_SET_PDEATHSIG).
+    Started any other way (a shell, systemd, a test) the node is left alone.
+    """
+    parent = os.getppid()
+    try:
+        argv = Path(f"/proc/{parent}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return
+    if b"launch" not in argv or not any(a.endswith(b"ros2") for a in argv):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # launch died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 class _Stop(threading.Event):
