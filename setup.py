@@ -50,6 +50,7 @@ setup(
         "console_scripts": [
             "netvlad-ros = netvlad_ros.cli:main",
             "localize_node = netvlad_ros.ros.localize_node:main",
+            "pose_graph_node = netvlad_ros.ros.pose_graph_node:main",
         ],
     },
 )

@@ -10,7 +10,8 @@ between keyframe ids (``~/loop_closures``, as soon as a keyframe closes a loop, 
   interpolated at the keyframe's stamp (the rule the front end used when it made the
   keyframe), so nothing but the stamps ties the front end to the back end, as it would for
   any other back end (rtabmap, LIO-SAM, Kimera: docs/ros_interface.md);
-- keyframes are added once each, in stamp order. Keyframes the odometry does not cover
+- keyframes are added once each, in stamp order; one newer than the newest odometry waits
+  until that odometry arrives (it travels on another topic). Keyframes the odometry does not cover
   (a map loaded from an earlier drive, keyframes made before this node started) are left
   out and counted (``keyframe_outside_odometry``): an odometry factor to them would join
   two unrelated odometry frames;
@@ -118,6 +119,7 @@ class LiveStatus:
     closures_accepted: int
     closures_downweighted: int
     pending_closures: int
+    waiting_keyframes: int
     updates: int
     last_update_ms: float
     isam2_rebuilt_with_qr: int
@@ -136,6 +138,9 @@ class LiveGraph:
         self._in_graph: set[int] = set()
         self._latest: int | None = None
         self._dirty = False  # factors given to the graph but not yet to iSAM2
+        # keyframes newer than the newest odometry, (stamp, id) in stamp order: their odometry
+        # is still on the way (another topic); holding an older sample would misplace them
+        self._waiting: list[tuple[float, int]] = []
         self._last_stamp = -math.inf
         self._pending: deque[_Pending] = deque()
         self._states: list[LoopClosureState] = []
@@ -148,7 +153,10 @@ class LiveGraph:
 
     # ------------------------------------------------------------------ inputs
     def add_odometry(self, stamp: float, position: ArrayLike, orientation: ArrayLike) -> str | None:
-        """Buffer one odometry pose (quaternion x, y, z, w); the reject reason, or None when kept."""
+        """Buffer one odometry pose (quaternion x, y, z, w); the reject reason, or None when kept.
+
+        Keyframes that waited for odometry up to ``stamp`` join the graph now (check ``version``).
+        """
         try:
             self._odom.add(stamp, np.asarray(position), np.asarray(orientation))
         except PoseOrderError as exc:
@@ -157,6 +165,8 @@ class LiveGraph:
             return self._reject("odom_time_backwards", f"odometry time went backwards: {exc}")
         except PoseError as exc:
             return self._reject("odom_invalid", f"dropped odometry: {exc}")
+        if self._waiting and self._waiting[0][0] <= float(stamp):
+            self._take_waiting()
         return None
 
     def odometry_pose(self, stamp: float) -> Matrix | None:
@@ -168,20 +178,31 @@ class LiveGraph:
         """Add the keyframes not seen before (a whole keyframe table may be passed each time).
 
         Returns how many joined the graph; waiting loop closures whose keyframes are now
-        known are added too, and the graph is updated once.
+        known are added too, and the graph is updated once. Keyframes newer than the newest
+        odometry wait for it (``status().waiting_keyframes``; :meth:`add_odometry` adds them).
         """
-        new = sorted(
+        waiting = {k for _, k in self._waiting}
+        fresh = [
             (float(t), int(k))
             for k, t in zip(np.asarray(ids), np.asarray(stamps), strict=True)
-            if int(k) not in self._seen
-        )
+            if int(k) not in self._seen and int(k) not in waiting
+        ]
+        for stamp, key in fresh:
+            if not math.isfinite(stamp):
+                self._seen.add(key)
+                self._reject("keyframe_invalid", f"keyframe {key}: stamp {stamp} is not finite")
+        self._waiting = sorted(self._waiting + [(t, k) for t, k in fresh if math.isfinite(t)])
+        return self._take_waiting()
+
+    def _take_waiting(self) -> int:
+        """Add the waiting keyframes the odometry now covers, in stamp order; then closures, one update."""
+        newest = self._odom.newest_stamp
+        covered = [w for w in self._waiting if newest is not None and w[0] <= newest]
+        self._waiting = self._waiting[len(covered) :]
         added = 0
-        for stamp, key in new:
+        for stamp, key in covered:
             self._seen.add(key)
             self._max_seen = max(self._max_seen, key)
-            if not math.isfinite(stamp):
-                self._reject("keyframe_invalid", f"keyframe {key}: stamp {stamp} is not finite")
-                continue
             if stamp < self._last_stamp:
                 self._reject(
                     "keyframe_time_backwards",
@@ -299,6 +320,7 @@ class LiveGraph:
             closures_accepted=len(self._states) - down,
             closures_downweighted=down,
             pending_closures=len(self._pending),
+            waiting_keyframes=len(self._waiting),
             updates=self.updates,
             last_update_ms=self.last_update_ms,
             isam2_rebuilt_with_qr=int(self.graph.counters["isam2_rebuilt_with_qr"]),

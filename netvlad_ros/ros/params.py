@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,20 +202,25 @@ def _yaml_scalar(value: Any) -> str:
     return str(value)
 
 
-def render_params_yaml() -> str:
-    """``config/localize.yaml``: every parameter with its default and description."""
-    lines = [
-        "# Parameters of the netvlad_localizer node (executable localize_node), with their defaults.",
-        "# Loaded by launch/localize.launch.py, and by localize_node itself when it is started without",
-        "# --params-file. Generated from the params dataclasses by",
-        "#   python -m netvlad_ros.ros.params > config/localize.yaml",
-        "# (test/ros/test_ros_node_launch.py checks it is current). Ranges: docs/node.md or",
-        "# `localize_node --help`. (read-only) parameters cannot change while the node runs.",
-        "/**:",
-        "  ros__parameters:",
-    ]
+#: The comment block of config/localize.yaml.
+LOCALIZE_YAML_HEADER: tuple[str, ...] = (
+    "# Parameters of the netvlad_localizer node (executable localize_node), with their defaults.",
+    "# Loaded by launch/localize.launch.py, and by localize_node itself when it is started without",
+    "# --params-file. Generated from the params dataclasses by",
+    "#   python -m netvlad_ros.ros.params > config/localize.yaml",
+    "# (test/ros/test_ros_node_launch.py checks it is current). Ranges: docs/node.md or",
+    "# `localize_node --help`. (read-only) parameters cannot change while the node runs.",
+)
+
+
+def render_params_yaml(
+    params: Sequence[ParamSpec] = PARAMS, header: Sequence[str] = LOCALIZE_YAML_HEADER
+) -> str:
+    """A node's parameter file: every parameter of ``params`` with its default and description,
+    under the ``header`` comment lines (defaults: ``config/localize.yaml``)."""
+    lines = [*header, "/**:", "  ros__parameters:"]
     open_groups: list[str] = []
-    for spec in PARAMS:
+    for spec in params:
         *groups, leaf = spec.name.split(".")
         common = 0
         while common < min(len(groups), len(open_groups)) and groups[common] == open_groups[common]:
@@ -230,10 +236,10 @@ def render_params_yaml() -> str:
     return "\n".join(lines) + "\n"
 
 
-def describe_parameters() -> str:
-    """One line per parameter (``localize_node --help``): name, default, range/choices, description."""
+def describe_parameters(params: Sequence[ParamSpec] = PARAMS) -> str:
+    """One line per parameter (``--help``): name, default, range/choices, description."""
     out = []
-    for p in PARAMS:
+    for p in params:
         limits = ""
         if p.choices:
             limits = f" one of {', '.join(p.choices)};"

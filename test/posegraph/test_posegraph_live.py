@@ -112,6 +112,21 @@ def test_keyframes_the_odometry_does_not_cover_are_left_out_with_their_closures(
     assert live.graph.trajectory().keys.tolist() == [5, 6, 7, 8, 9, 12]
 
 
+def test_a_keyframe_newer_than_the_odometry_waits_for_it():
+    live = LiveGraph()
+    live.add_odometry(0.0, [0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0])
+    live.add_odometry(1.0, [1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0])
+    # keyframe 1 at 1.3 s: odometry up to 1.0 s only (holding it would put the keyframe at x = 1)
+    assert live.add_keyframes([0, 1], [0.0, 1.3]) == 1
+    assert live.status().waiting_keyframes == 1 and sum(live.rejects.values()) == 0
+    version = live.version
+    # the odometry that covers it adds it (interpolated: samples on both sides within 0.5 s)
+    live.add_odometry(1.5, [1.5, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0])
+    assert live.version == version + 1 and live.status().waiting_keyframes == 0
+    assert live.add_keyframes([0, 1], [0.0, 1.3]) == 0  # the table again: nothing new
+    np.testing.assert_allclose(live.graph.optimized_pose(1)[:3, 3], [1.3, 0.0, 0.0], atol=1e-6)
+
+
 def test_bad_loop_closures_are_counted_by_reason():
     live = LiveGraph()
     for k in range(3):
