@@ -73,6 +73,9 @@ def main() -> int:
     ap.add_argument("--max-seconds", type=float, default=600.0, help="cap on the 30 Hz phase")
     ap.add_argument("--map-size", type=int, default=10000)
     ap.add_argument("--paced", type=int, default=30, help="images in the paced latency phase")
+    ap.add_argument(
+        "--param", action="append", default=[], metavar="NAME:=VALUE", help="extra node parameter (repeatable)"
+    )
     args = ap.parse_args()
     h, w = 480, 640
 
@@ -101,7 +104,8 @@ def main() -> int:
     err = open(tmp / "node.err", "wb")  # noqa: SIM115 - kept open for the child's lifetime
     node_proc = subprocess.Popen(
         [sys.executable, "-m", "netvlad_ros.ros.localize_node", "--ros-args", "-p", f"map_path:={tmp / 'map'}",
-         "-p", "device:=cpu", "-p", "diagnostics_period_s:=1.0"],
+         "-p", "device:=cpu", "-p", "diagnostics_period_s:=1.0",
+         *[a for p in args.param for a in ("-p", p)]],
         env=child_env, stdout=err, stderr=err, start_new_session=True,
     )  # fmt: skip
     rclpy.init()
@@ -214,6 +218,11 @@ def main() -> int:
         f"| node latency from diagnostics (receive -> published) p50 / p95 | "
         f"{float(d1['latency_p50_ms']):.0f} / {float(d1['latency_p95_ms']):.0f} ms |"
     )
+    stages = {k.removeprefix("time_ms."): float(v) for k, v in d1.items() if k.startswith("time_ms.")}
+    if stages:
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
+        print(f"| where the time goes (node, p50 ms per stage) | {parts} |")
+    print(f"| runtime | {d1.get('runtime', '?')} on {d1.get('device', '?')} |")
     for label, (n, t, rss, cpu) in zip(("start", "middle", "end"), samples, strict=False):
         cpu_pct = ""
         if label != "start":

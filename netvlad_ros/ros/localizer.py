@@ -8,12 +8,12 @@ its results into messages, and owns the threads, parameters, services and timers
 Threads: a ``MultiThreadedExecutor`` (``ros/runner.py``) runs the callbacks in three
 groups that never wait for each other: inputs (images, odom, fix), services
 (save, reload, mode) and timers (diagnostics, autosave). The image callback only keeps
-the newest message (replacing one not yet taken counts as a skipped frame). Two worker
-threads form a pipeline: the *prepare* stage decodes the newest image, applies the
-session's rules and preprocesses it while the *network* stage runs the previous frame
-through the network and the map and publishes the results; between them one slot
-again keeps only the newest frame. So latency stays one network pass plus decode, and
-throughput is set by the network alone (the rest overlaps with it).
+the newest message (replacing one not yet taken counts as a skipped frame). Three worker
+threads form a pipeline: *prepare* (decode the newest image, the session's rules,
+preprocessing), *network* (the descriptor) and *map* (search, verification, keyframes,
+loop closures, publishing), each handing over through a one-item slot that keeps only
+the newest frame. So frame N+1 is decoded while N is in the network and N-1 in the map;
+latency stays about one pass through the three, and throughput is set by the slowest.
 
 Shared state: the session guards its own (map, localizer, detector, buffers) and drops
 frames planned for a map or mode that changed meanwhile. The node's own settings are
@@ -31,9 +31,10 @@ import threading
 import time
 import traceback
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -114,10 +115,9 @@ class LocalizeNode(Node):
 
         # newest unprocessed image (executor -> prepare stage) and newest prepared frame
         # (prepare stage -> network stage): one slot each, the latest-frame policy at both
-        self._pending: tuple[Any, float] | None = None
-        self._prepared: _Prepared | None = None
-        self._cond = threading.Condition()
-        self._running = True
+        self._pending: _LatestSlot[tuple[Any, float]] = _LatestSlot()
+        self._prepared: _LatestSlot[_Prepared] = _LatestSlot()
+        self._described: _LatestSlot[tuple[_Prepared, np.ndarray]] = _LatestSlot()
 
         inputs = MutuallyExclusiveCallbackGroup()
         services = MutuallyExclusiveCallbackGroup()
@@ -152,9 +152,16 @@ class LocalizeNode(Node):
         self.create_timer(n.diagnostics_period_s, self._on_timer, callback_group=timers)
         self.create_timer(1.0, self._on_autosave_timer, callback_group=saver)
 
+        stages = (
+            ("prepare", self._pending, self._prepare),
+            ("network", self._prepared, self._describe),
+            ("map", self._described, self._finish),
+        )
         self._workers = [
-            threading.Thread(target=self._prepare_loop, name="netvlad_prepare", daemon=True),
-            threading.Thread(target=self._network_loop, name="netvlad_network", daemon=True),
+            threading.Thread(
+                target=self._stage, args=(name, slot.take, work), name=f"netvlad_{name}", daemon=True
+            )
+            for name, slot, work in stages
         ]
         for w in self._workers:
             w.start()
@@ -230,10 +237,7 @@ class LocalizeNode(Node):
     def _on_image(self, msg: Any) -> None:
         """Keep only the newest image; never decode or run the network here."""
         now = time.monotonic()
-        with self._cond:
-            replaced = self._pending is not None
-            self._pending = (msg, now)
-            self._cond.notify()
+        replaced = self._pending.put((msg, now))
         with self._stats_lock:
             self._counts["received"] += 1
             if replaced:
@@ -267,25 +271,19 @@ class LocalizeNode(Node):
         if event is not None:
             self._reject(event.reason, event.text)
 
-    # ------------------------------------------------------------------ the two worker stages
-    def _prepare_loop(self) -> None:
-        """Stage 1: take the newest image, decode it, apply the session's rules, preprocess it."""
-        while True:
-            with self._cond:
-                while self._pending is None and self._running:
-                    self._cond.wait(timeout=0.2)
-                if not self._running:
-                    return
-                assert self._pending is not None
-                msg, received = self._pending
-                self._pending = None
+    # ------------------------------------------------------------------ the worker stages
+    def _stage(self, name: str, take: Callable[[], Any], work: Callable[[Any], None]) -> None:
+        """Run ``work`` on each item ``take`` returns until it returns None (the slot is closed)."""
+        while (item := take()) is not None:
             try:
-                self._prepare(msg, received)
+                work(item)
             except Exception as exc:  # never let one frame take the node down
-                self._reject("internal_error", f"error preparing an image: {exc!r}")
+                self._reject("internal_error", f"error in the {name} stage: {exc!r}")
                 self.get_logger().debug(traceback.format_exc())
 
-    def _prepare(self, msg: Any, received: float) -> None:
+    def _prepare(self, pending: tuple[Any, float]) -> None:
+        """Stage 1: decode the newest image, apply the session's rules, preprocess it."""
+        msg, received = pending
         cfg = self._cfg
         t0 = time.perf_counter()
         try:
@@ -303,39 +301,23 @@ class LocalizeNode(Node):
             return
         prepared = self._session.prepare(plan)
         t2 = time.perf_counter()
-        item = _Prepared(
-            plan,
-            prepared,
-            msg.header.stamp,
-            received,
-            {"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3},
-        )
-        with self._cond:
-            replaced = self._prepared is not None
-            self._prepared = item
-            self._cond.notify_all()
-        if replaced:
-            self._count("skipped")  # prepared but superseded before the network took it
+        timings = {"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3}
+        if self._prepared.put(_Prepared(plan, prepared, msg.header.stamp, received, timings)):
+            self._count("skipped")  # prepared, but a newer frame took its place before the network
 
-    def _network_loop(self) -> None:
-        """Stage 2: the network, the map (search, keyframes, loop closures) and publishing."""
-        while True:
-            with self._cond:
-                while self._prepared is None and self._running:
-                    self._cond.wait(timeout=0.2)
-                if self._prepared is None:  # stopping, and nothing left to finish
-                    return
-                item = self._prepared
-                self._prepared = None
-            try:
-                t0 = time.perf_counter()
-                descriptor = self._session.describe(item.plan, item.prepared)
-                item.timings["network"] = (time.perf_counter() - t0) * 1e3
-                res = self._session.finish(item.plan, descriptor)
-                self._finish_frame(res, item.stamp_msg, item.received, self._cfg, item.timings)
-            except Exception as exc:  # never let one frame take the node down
-                self._reject("internal_error", f"error processing an image: {exc!r}")
-                self.get_logger().debug(traceback.format_exc())
+    def _describe(self, item: _Prepared) -> None:
+        """Stage 2: the network."""
+        t0 = time.perf_counter()
+        descriptor = self._session.describe(item.plan, item.prepared)
+        item.timings["network"] = (time.perf_counter() - t0) * 1e3
+        if self._described.put((item, descriptor)):
+            self._count("skipped")  # the map stage fell behind the network: keep the newest
+
+    def _finish(self, described: tuple[_Prepared, np.ndarray]) -> None:
+        """Stage 3: the map (search, verification, keyframes, loop closures) and publishing."""
+        item, descriptor = described
+        res = self._session.finish(item.plan, descriptor)
+        self._finish_frame(res, item.stamp_msg, item.received, self._cfg, item.timings)
 
     def _finish_frame(
         self, res: FrameResult, stamp_msg: Any, received: float, cfg: NodeConfig, timings: dict[str, float]
@@ -542,19 +524,54 @@ class LocalizeNode(Node):
     # ------------------------------------------------------------------ shutdown
     def shutdown(self) -> None:
         """Stop the workers (frames in progress finish), then save a changed slam map."""
-        with self._cond:
-            self._running = False  # the prepare stage stops; the network stage finishes what it holds
-            self._cond.notify_all()
-        for worker in self._workers:
+        self._pending.close(discard=True)  # no new frames; frames already prepared are finished
+        for slot, worker in zip((self._prepared, self._described, None), self._workers, strict=True):
             worker.join(timeout=30.0)
+            if slot is not None:
+                slot.close()
         if self._session.mode == "slam" and self._session.unsaved_changes and self._save_target():
             ok, text = self._save("shutdown")
             (self.get_logger().info if ok else self.get_logger().error)(text)
 
 
+T = TypeVar("T")
+
+
+class _LatestSlot(Generic[T]):
+    """A one-item hand-over between threads that keeps only the newest item (the latest-frame
+    policy): ``put`` replaces an item not yet taken (and says so); ``take`` blocks until there is
+    one, and returns None once the slot is closed and empty."""
+
+    def __init__(self) -> None:
+        self._item: T | None = None
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def put(self, item: T) -> bool:
+        with self._cond:
+            replaced = self._item is not None
+            self._item = item
+            self._cond.notify()
+            return replaced
+
+    def take(self) -> T | None:
+        with self._cond:
+            while self._item is None and not self._closed:
+                self._cond.wait()
+            item, self._item = self._item, None
+            return item
+
+    def close(self, discard: bool = False) -> None:
+        with self._cond:
+            self._closed = True
+            if discard:
+                self._item = None
+            self._cond.notify_all()
+
+
 @dataclass
 class _Prepared:
-    """A frame between the two worker stages."""
+    """A frame between the worker stages."""
 
     plan: FramePlan
     prepared: Any
