@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from support import make_scene
+from support import colcon_build_workspace, make_scene
 
 # Tests never read or write the user's cache (~/.cache/netvlad_ros): a stale artefact
 # there could make a test pass. Set before any test imports the package's cache users;
@@ -37,3 +37,12 @@ def small_model(tmp_path_factory, scenes) -> Path:
     card = new_card("efficientnet_lite0", "stage5", "netvlad", num_clusters=8, max_side=320)
     net, card = create_model(scenes, card, per_image=50, seed=0, device="cpu")
     return save_model(tmp_path_factory.mktemp("model") / "small.safetensors", net, card)
+
+
+@pytest.fixture(scope="session")
+def colcon_ws(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """One ``colcon build`` of a copy of the repository per test session: (workspace, environment).
+
+    Every test that needs the installed package shares it (a build takes ~30-60 s here).
+    """
+    return colcon_build_workspace(tmp_path_factory.mktemp("colcon"))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from support import REPO, colcon_build_workspace
+from support import REPO
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -47,8 +47,8 @@ def test_setup_py_installs_share_files():
 
 
 @pytest.mark.slow
-def test_colcon_build_and_installed_scripts(tmp_path):
-    ws, env = colcon_build_workspace(tmp_path)
+def test_colcon_build_and_installed_scripts(colcon_ws):
+    ws, env = colcon_ws
     prefix = ws / "install" / "netvlad_ros"
     for sub in ("launch", "config", "models"):
         assert (prefix / "share" / "netvlad_ros" / sub).is_dir(), sub

@@ -25,7 +25,8 @@ from netvlad_ros.offline.evaluate import evaluate_network
 from netvlad_ros.offline.mining import DescriptorCache, HardNegativeMiner
 from netvlad_ros.offline.train import batch_loss, load_config, set_trainable, train, train_mode
 
-N_PLACES = 16
+N_PLACES = 16  # training places
+N_VAL = 40  # unseen validation places: 1 query = 2.5 points of Recall@1
 MAX_SIDE = 96
 
 
@@ -34,8 +35,8 @@ def place_sets() -> tuple[PlaceDataset, PlaceDataset]:
     from netvlad_ros.synthetic import SyntheticWorld, WorldConfig
 
     world = SyntheticWorld(WorldConfig(seed=0, width=160, height=120))
-    mapping = world.traversal("mapping", spacing_m=8.0, max_frames=2 * N_PLACES)
-    query = world.traversal("query", spacing_m=8.0, max_frames=2 * N_PLACES)
+    mapping = world.traversal("mapping", spacing_m=8.0, max_frames=N_PLACES + N_VAL)
+    query = world.traversal("query", spacing_m=8.0, max_frames=N_PLACES + N_VAL)
 
     def make(ms, qs, name):
         return dataset_from_arrays(
@@ -103,10 +104,11 @@ def test_training_lowers_loss_and_raises_recall(place_sets, init_model, tmp_path
         )
     assert loss1 < 0.7 * loss0, (loss0, loss1)
     init_r1 = result["initial_val"]["recall@1"]
-    assert init_r1 < 0.9  # the appearance change really hurts the untrained model
-    # The saved model (best epoch by Recall@5) is better on the unseen validation places.
+    assert init_r1 < 0.6  # the appearance change really hurts the untrained model (measured 0.475)
+    # The saved model (best epoch by Recall@5) is better on the 40 unseen validation places:
+    # measured 0.475 -> 0.700 (+9 queries); at least +5 queries (0.125) is asked.
     final = evaluate_network(net1, card1, val_ds, (1, 5))
-    assert final["recall@1"] > init_r1, (init_r1, final, result["history"])
+    assert final["recall@1"] >= init_r1 + 0.125, (init_r1, final, result["history"])
     assert final["recall@1"] == pytest.approx(result["final_val"]["recall@1"])
     prov = card1.provenance
     assert (

@@ -22,8 +22,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support import colcon_build_workspace
-
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH = REPO / "launch" / "localize.launch.py"
 CONFIG = REPO / "config" / "localize.yaml"
@@ -249,10 +247,10 @@ def test_startup_errors_exit_2_with_a_clear_message(ros_child, small_model, tmp_
 
 
 @pytest.mark.slow
-def test_colcon_installed_node_serves(tmp_path, ros_env, node_map, node_client, scenes):
+def test_colcon_installed_node_serves(tmp_path, colcon_ws, ros_env, node_map, node_client, scenes):
     from netvlad_ros.ros.conversions import sec_to_stamp, stamp_to_ns
 
-    ws, env = colcon_build_workspace(tmp_path)
+    ws, env = colcon_ws
     exe = ws / "install" / "netvlad_ros" / "lib" / "netvlad_ros" / "localize_node"
     assert exe.is_file()
     params = ws / "install" / "netvlad_ros" / "share" / "netvlad_ros" / "config" / "localize.yaml"
