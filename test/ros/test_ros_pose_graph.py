@@ -199,7 +199,9 @@ def test_drift_is_corrected_and_one_wrong_closure_does_not_bend_the_path(ros, ro
 
     ate_clean, d_clean = results["clean"]
     ate_wrong, d_wrong = results["wrong"]
-    print(f"aligned ATE: odometry {ate_odom:.4f} m, clean {ate_clean:.4f} m, one wrong closure {ate_wrong:.4f} m")
+    print(
+        f"aligned ATE: odometry {ate_odom:.4f} m, clean {ate_clean:.4f} m, one wrong closure {ate_wrong:.4f} m"
+    )
     # measured: odometry 2.213 m, optimised 0.233 m (ratio 0.105; the same as the in-process
     # LiveGraph); issue 11 asks <= 25 % and < 1 m
     assert ate_clean < 0.2 * ate_odom and ate_clean < 0.5, (ate_clean, ate_odom)
