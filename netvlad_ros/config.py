@@ -192,12 +192,12 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_fields(obj: Any, owner: str | None = None, error: type[ConfigError] = ConfigError) -> None:
+def check_fields(obj: Any, owner: str | None = None, error: type[ValueError] = ConfigError) -> None:
     """Raise ``error`` naming the first field outside its declared range or choices.
 
     Floats must be finite. Nested params objects are checked too. ``owner`` prefixes the
     field names in messages (default: the class name, e.g. ``LocalizerParams.min_score``);
-    ``error``: the layer's own subclass of :class:`ConfigError`.
+    ``error``: the layer's own error class (a ``ValueError``; :class:`ConfigError` by default).
     """
     label = owner if owner is not None else type(obj).__name__
     for f in dataclasses.fields(obj):

@@ -137,9 +137,8 @@ class ModelCard:
         if not isinstance(pre, dict):
             raise ModelCardError("model card field 'preprocessing' must be an object")
         try:
-            data["preprocessing"] = Preprocessing(
-                **{k: tuple(v) if isinstance(v, list) else v for k, v in pre.items()}
-            )
+            fields_: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in pre.items()}
+            data["preprocessing"] = Preprocessing(**fields_)
             card = cls(**data)
         except TypeError as exc:
             raise ModelCardError(f"malformed model card: {exc}") from exc

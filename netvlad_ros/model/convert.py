@@ -22,6 +22,7 @@ Both produce a regular model file (safetensors + card).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,6 +40,11 @@ class ConversionError(ValueError):
     """The input is not in the expected structure."""
 
 
+def _rgb(values: Any) -> tuple[float, float, float]:
+    r, g, b = (float(v) for v in values)
+    return (r, g, b)
+
+
 def _vgg_card(
     num_clusters: int, whitening_dim: int, mean, std, assignment_bias: bool, source: dict
 ) -> ModelCard:
@@ -50,9 +56,7 @@ def _vgg_card(
         num_clusters=num_clusters,
         whitening_dim=whitening_dim,
         assignment_bias=assignment_bias,
-        preprocessing=Preprocessing(
-            max_side=640, color_order="RGB", mean=tuple(map(float, mean)), std=tuple(map(float, std))
-        ),
+        preprocessing=Preprocessing(max_side=640, color_order="RGB", mean=_rgb(mean), std=_rgb(std)),
         name=f"vgg16-netvlad-k{num_clusters}" + (f"-white{whitening_dim}" if whitening_dim else ""),
         provenance=source,
     )
@@ -124,7 +128,12 @@ def convert_matlab_struct(path: str | Path, out: str | Path, whiten: bool = True
 def convert_pytorch_netvlad(path: str | Path, out: str | Path) -> Path:
     """Convert a pytorch-NetVlad ``checkpoint.pth.tar`` (VGG16 + NetVLAD) to a model file."""
     path = Path(path)
-    allowed = [np.dtype, type(np.dtype(np.float64)), type(np.dtype(np.float32)), type(np.dtype(np.int64))]
+    allowed: list[Any] = [
+        np.dtype,
+        type(np.dtype(np.float64)),
+        type(np.dtype(np.float32)),
+        type(np.dtype(np.int64)),
+    ]
     scalar = getattr(np, "_core", np.core).multiarray.scalar
     try:
         with torch.serialization.safe_globals([scalar, *allowed]):
@@ -153,7 +162,7 @@ def convert_pytorch_netvlad(path: str | Path, out: str | Path) -> Path:
         state["pool.assignment.bias"] = sd["pool.conv.bias"].float()
     from .backbones import IMAGENET_MEAN_255, IMAGENET_STD_255
 
-    source = {"converted_from": path.name, "format": "pytorch-netvlad"}
+    source: dict[str, Any] = {"converted_from": path.name, "format": "pytorch-netvlad"}
     if isinstance(ckpt, dict):
         for key in ("epoch", "best_score"):
             if key in ckpt:

@@ -20,6 +20,7 @@ available) and written with JPEG thumbnails in the map-database format. The CSV 
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import time
 from collections import Counter
@@ -211,8 +212,8 @@ def open_frames(src: FrameSource) -> Iterator[FrameStream]:
     if src.images is not None:
         yield _folder_stream(src, table)
         return
+    assert src.bag is not None and src.image_topic is not None  # validate(): a bag or a folder
     with open_bag(src.bag) as reader:
-        assert src.image_topic is not None
         images = iter_bag_images(reader, src.image_topic, src.start_index, src.max_images, src.stamp_source)
         first = next(images, None)  # raises for an unknown topic / wrong type / no messages
         if first is None:
@@ -274,7 +275,7 @@ def open_frames(src: FrameSource) -> Iterator[FrameStream]:
                     np.asarray(p, np.float64),
                     np.asarray(q, np.float64),
                     lla,
-                    lambda m=msg: decode_image_msg(m),
+                    functools.partial(decode_image_msg, msg),
                 )
 
         stream.frames = frames()
@@ -336,7 +337,7 @@ def _folder_stream(src: FrameSource, table: PoseTable | None) -> FrameStream:
                 np.asarray(p, np.float64),
                 np.asarray(q, np.float64),
                 lla,
-                lambda f=f: read_image(f),
+                functools.partial(read_image, f),
             )
 
     stream.frames = frames()

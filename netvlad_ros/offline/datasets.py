@@ -335,7 +335,7 @@ def _map_rows(map_path: Path) -> tuple[Any, list[bytes], np.ndarray]:
         db = MapDatabase.load(map_path)
     except ValueError as exc:
         raise DatasetError(f"cannot read map {map_path}: {exc}") from exc
-    ids = db.ids()
+    ids = db.ids
     thumbs, pos = [], []
     for kid in ids:
         kf = db.keyframe(int(kid))
@@ -371,7 +371,7 @@ def read_map_dataset(
         qdb, q_imgs, q_xy = _map_rows(queries)
         if db.origin is not None and qdb.origin is not None and db.origin != qdb.origin:
             q_xy = np.array(
-                [db.geo_to_local(*qdb.keyframe(int(k)).latlonalt)[:2] for k in qdb.ids()], dtype=np.float64
+                [db.geo_to_local(*qdb.keyframe(int(k)).latlonalt)[:2] for k in qdb.ids], dtype=np.float64
             )
         q_sources: list[ImageSource] = list(q_imgs)
     else:

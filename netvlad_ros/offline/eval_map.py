@@ -291,7 +291,7 @@ def _plot(
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 5))
     n_axis = np.arange(1, correct.shape[1] + 1)
-    curve = recall_at_n(correct, n_axis, has_pos)
+    curve = recall_at_n(correct, [int(n) for n in n_axis], has_pos)
     axes[0].plot(n_axis, [curve[int(n)] for n in n_axis], marker="o")
     for n in ns:
         if n in curve:

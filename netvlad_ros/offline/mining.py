@@ -231,7 +231,7 @@ def describe_images(
     rank = torch.distributed.get_rank() if distributed else 0
     world = torch.distributed.get_world_size() if distributed else 1
     modes = {m: m.training for m in net.modules()}
-    ex = DescriptorExtractor.from_network(net, card, device=str(device), batch_size=batch_size)
+    ex = DescriptorExtractor.from_network(net, card, device=str(device), batch_size=batch_size)  # type: ignore[arg-type]  # a PlaceNet (DDP-unwrapped by the caller)
     mine = list(range(rank, count, world))
     parts = []
     for start in range(0, len(mine), chunk):

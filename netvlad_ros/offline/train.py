@@ -196,7 +196,8 @@ def backbone_blocks(backbone: nn.Module, backbone_name: str) -> list[list[nn.Mod
     """The backbone as an ordered list of blocks ("conv1".."conv5" for VGG16, stem + stages otherwise)."""
     if backbone_name == "vgg16":
         layers = list(backbone.children())
-        blocks, cur = [], []
+        blocks: list[list[nn.Module]] = []
+        cur: list[nn.Module] = []
         for layer in layers:
             cur.append(layer)
             if isinstance(layer, nn.MaxPool2d):
@@ -209,10 +210,12 @@ def backbone_blocks(backbone: nn.Module, backbone_name: str) -> list[list[nn.Mod
     if backbone_name == "efficientnet_lite0":
         from ..model.efficientnet_lite import LITE0_STAGES
 
-        blocks: list[list[nn.Module]] = [[backbone._conv_stem, backbone._bn0]]
+        stem: list[nn.Module] = [backbone._conv_stem, backbone._bn0]  # type: ignore[list-item]
+        blocks = [stem]
         i = 0
-        for repeats, *_ in LITE0_STAGES[: backbone.last_stage]:
-            blocks.append(list(backbone._blocks[i : i + repeats]))
+        last_stage = int(backbone.last_stage)  # type: ignore[arg-type]
+        for repeats, *_ in LITE0_STAGES[:last_stage]:
+            blocks.append(list(backbone._blocks[i : i + repeats]))  # type: ignore[index]
             i += repeats
         return blocks
     raise TrainConfigError(f"do not know the blocks of backbone {backbone_name!r}")
@@ -566,8 +569,8 @@ def _train(cfg: dict[str, Any], train_ds: PlaceDataset | None, val_ds: PlaceData
             f"{miner.neg_radius} m: check the positions of {train_ds.name}"
         )
     cache = DescriptorCache()
-    sampler = DistributedSampler(
-        range(len(miner.trainable_queries)),
+    sampler: DistributedSampler[int] = DistributedSampler(
+        range(len(miner.trainable_queries)),  # type: ignore[arg-type]  # any sized sequence works
         num_replicas=world,
         rank=rank,
         shuffle=True,
@@ -605,10 +608,11 @@ def _train(cfg: dict[str, Any], train_ds: PlaceDataset | None, val_ds: PlaceData
         return evaluate_network(net, card, val_ds, ns, device, val_batch)
 
     if progress["initial_val"] is None and t["eval_initial"] and val_ds is not None:
-        progress["initial_val"] = {k: v for k, v in validate().items() if k != "curve"}
+        initial = {k: v for k, v in (validate() or {}).items() if k != "curve"}
+        progress["initial_val"] = initial
         if writer is not None:
             for n in ns:
-                writer.add_scalar(f"val/recall@{n}", progress["initial_val"][f"recall@{n}"], 0)
+                writer.add_scalar(f"val/recall@{n}", initial[f"recall@{n}"], 0)
 
     step_losses: list[float] = []
     max_steps = t["max_steps"]
@@ -630,6 +634,7 @@ def _train(cfg: dict[str, Any], train_ds: PlaceDataset | None, val_ds: PlaceData
             if step % refresh_steps == 0 or not cache.ready:
                 cache.refresh(net, card, train_ds, device, val_batch)
                 train_mode(net)
+            assert cache.q is not None and cache.db is not None  # refreshed just above when not ready
             triplets = [tr for q in batches[step] if (tr := miner.mine(q, cache.q[q], cache.db)) is not None]
             optimizer.zero_grad(set_to_none=True)
             loss = batch_loss(

@@ -193,7 +193,7 @@ def image_msg_to_bgr(msg: Any, scaling16: str = "full_range") -> np.ndarray:
     img = np.ascontiguousarray(rows).view(wire).reshape(height, width, channels)
     img = img.astype(elem.newbyteorder("="), copy=False)
     if channels == 1:
-        img = img.reshape(height, width)
+        img = img.reshape(height, width)  # type: ignore[assignment]  # gray: 2-D
     try:
         if code is not None:
             img = cv2.cvtColor(img, code)

@@ -13,6 +13,7 @@ from netvlad_ros.offline.datasets import (
     DatasetError,
     dataset_from_spec,
     read_folder_dataset,
+    read_map_dataset,
     read_mat_dataset,
     read_pittsburgh,
 )
@@ -249,3 +250,31 @@ def test_config_file_and_errors(tmp_path):
     bad.write_text("train:\n  optimizer: rmsprop\n")
     with pytest.raises(TrainConfigError, match="optimizer"):
         load_config(bad)
+
+
+def test_map_dataset_from_two_maps_in_different_gps_frames(scenes, tmp_path):
+    """Database and queries from build-map maps; query positions move into the database's frame."""
+    from netvlad_ros.mapdb import EnuFrame, Keyframe, MapDatabase
+    from netvlad_ros.offline.build_map import make_thumbnail
+
+    def write(path, origin, xs, scene_ids):
+        db = MapDatabase.create(4, "fp")
+        db.set_origin(*origin)
+        enu = EnuFrame(*origin)
+        desc = np.eye(4, dtype=np.float32)[: len(xs)]
+        kfs = []
+        for i, (x, k) in enumerate(zip(xs, scene_ids, strict=True)):
+            lat, lon, alt = (float(np.ravel(v)[0]) for v in enu.to_geodetic(np.array([[x, 0.0, 0.0]])))
+            kfs.append(Keyframe(stamp=float(i), position=[x, 0.0, 0.0], latlonalt=(lat, lon, alt),
+                                thumbnail=make_thumbnail(scenes[k])))  # fmt: skip
+        db.add(kfs, desc)
+        db.save(path)
+
+    write(tmp_path / "db", (47.0, 8.0, 400.0), [0.0, 10.0, 20.0], [0, 1, 2])
+    write(tmp_path / "q", (47.0, 8.0001, 400.0), [-5.0, 2.6], [3, 4])  # origin ~7.6 m east of the db's
+    ds = read_map_dataset(tmp_path / "db", tmp_path / "q")
+    assert (ds.num_db, ds.num_queries) == (3, 2)
+    np.testing.assert_allclose(ds.db_utm[:, 0], [0.0, 10.0, 20.0])
+    east = (8.0001 - 8.0) * np.pi / 180 * 6_378_137 * np.cos(np.radians(47.0))  # 7.6 m
+    np.testing.assert_allclose(ds.q_utm[:, 0], [-5.0 + east, 2.6 + east], atol=0.05)
+    assert ds.db_image(0).shape[1] == 160  # thumbnails, 160 px wide
