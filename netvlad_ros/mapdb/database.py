@@ -36,8 +36,8 @@ from typing import Any
 
 import faiss
 import numpy as np
-from scipy.spatial import cKDTree  # type: ignore[import-untyped]
-from scipy.spatial.transform import Rotation  # type: ignore[import-untyped]
+from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
 
 from . import index as ix
 from . import storage

@@ -46,7 +46,7 @@ def _rgb(values: Any) -> tuple[float, float, float]:
 
 
 def _vgg_card(
-    num_clusters: int, whitening_dim: int, mean, std, assignment_bias: bool, source: dict
+    num_clusters: int, whitening_dim: int, mean: Any, std: Any, assignment_bias: bool, source: dict[str, Any]
 ) -> ModelCard:
     return ModelCard(
         backbone="vgg16",
@@ -62,7 +62,7 @@ def _vgg_card(
     )
 
 
-def _weights(layer, index: int, path: Path) -> list[np.ndarray]:
+def _weights(layer: Any, index: int, path: Path) -> list[np.ndarray]:
     w = getattr(layer, "weights", None)
     if w is None:
         raise ConversionError(f"{path}: net.layers[{index}] has no 'weights' field")

@@ -192,7 +192,7 @@ class OnnxRuntimeBackend:
         half: bool = False,
         engine_cache: Path | None = None,
     ) -> None:
-        import onnxruntime as ort  # type: ignore[import-untyped]
+        import onnxruntime as ort
 
         self.name = "tensorrt" if provider == "tensorrt" else "onnxruntime"
         self.device = device
@@ -244,7 +244,7 @@ class OnnxRuntimeBackend:
 
     @property
     def description(self) -> str:
-        import onnxruntime as ort  # type: ignore[import-untyped]
+        import onnxruntime as ort
 
         return (
             f"onnxruntime {ort.__version__} {self.provider.removesuffix('ExecutionProvider')} "
@@ -268,7 +268,7 @@ class OpenVinoBackend:
     name = "openvino"
 
     def __init__(self, onnx_path: Path, threads: int, shapes: str = "static") -> None:
-        import openvino as ov  # type: ignore[import-untyped]
+        import openvino as ov
 
         if shapes not in ("static", "dynamic"):
             raise ValueError(f"shapes must be 'static' or 'dynamic', got {shapes!r}")
@@ -289,7 +289,7 @@ class OpenVinoBackend:
 
     @property
     def description(self) -> str:
-        import openvino as ov  # type: ignore[import-untyped]
+        import openvino as ov
 
         return f"openvino {ov.__version__} CPU f32 {self.shapes} shapes, {self.threads} threads"
 

@@ -16,6 +16,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from netvlad_ros.config import ConfigError
+from netvlad_ros.mapdb import MapDatabase
 
 
 class RecognitionParamError(ConfigError):
@@ -128,7 +129,7 @@ class KeyframeOrder:
     (O(N log N), a few ms for 10^5 keyframes) only when its size changed.
     """
 
-    def __init__(self, db) -> None:
+    def __init__(self, db: MapDatabase) -> None:
         self._db = db
         self._size = -1
         self.ids = np.zeros(0, dtype=np.int64)

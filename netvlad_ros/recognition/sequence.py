@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from netvlad_ros.mapdb import MapDatabase
 from netvlad_ros.recognition.places import KeyframeOrder, RecognitionParamError
 
 
@@ -46,7 +47,7 @@ class SequenceMatcher:
 
     def __init__(
         self,
-        db,
+        db: MapDatabase,
         length: int,
         velocities: Sequence[float],
         search_k: int,
