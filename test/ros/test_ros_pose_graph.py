@@ -345,3 +345,66 @@ def test_help_and_bad_parameters(ros_child):
         assert child.wait(timeout=60) == 2, k
         err = child.stderr_tail()
         assert cases[k][1] in err and "Traceback" not in err, (k, err, time.monotonic() - started)
+
+
+@pytest.mark.slow
+def test_localize_node_feeds_pose_graph_node(start_node, node_client, ros, ros_child, scenes, small_model):
+    """The two real nodes in one namespace, as slam.launch.py starts them: the localizer's keyframes
+    become the graph's keyframes at the odometry of their stamps, and every loop closure it
+    publishes is accounted for by the graph (used, or counted with a reason)."""
+    from netvlad_ros.ros.tables import KEYFRAME_DTYPE, LOOP_CLOSURE_DTYPE, pointcloud2_to_array
+
+    localizer = start_node(
+        {
+            "mode": "slam",
+            "model_path": str(small_model),
+            "device": "cpu",
+            "diagnostics_period_s": 0.25,
+            "loop_closure.exclusion_seconds": 3.0,
+            "loop_closure.min_score": 0.5,  # the small test model: other views of a place ~0.85
+            "keyframe.distance_m": 1.0,
+        },
+        namespace="/pair",
+        name="localizer",
+    )
+    graph = ros_child([*NODE, "-r", "__ns:=/pair"], name="pose_graph")
+    client = node_client(namespace="/pair")
+    pg = GraphClient(ros, "/pair")
+    client.wait_ready(localizer)
+    pg.wait_ready(graph)
+    assert ros.spin_until(lambda: client.odom_pub.get_subscription_count() >= 2, 10.0)
+
+    order = [0, 2, 3, 4, 6, 9, 0, 2]  # six places 5 m apart, then the first two again
+    positions = [(5.0 * k, 0.0, 0.0) for k in range(6)] + [(0.2, 0.2, 0.0), (5.2, 0.2, 0.0)]
+    stamps = [100.0 + 2.0 * k for k in range(len(order))]
+    for k, (scene, pos, t) in enumerate(zip(order, positions, stamps, strict=True)):
+        client.send_odom(t - 0.1, np.subtract(pos, (0.05, 0, 0)))
+        client.send_odom(t + 0.1, np.add(pos, (0.05, 0, 0)))
+        ros.spin_until(lambda: False, 0.1)
+        client.send_image(scenes[scene], t)
+
+        def size(k=k) -> bool:
+            return (
+                bool(client.keyframes) and len(pointcloud2_to_array(client.keyframes[-1], KEYFRAME_DTYPE)) > k
+            )
+
+        client.wait_for(client.keyframes, size, 60.0, f"keyframe {k}")
+
+    d = pg.diag_until(lambda d: d["keyframes"] == str(len(order)) and d["pending_closures"] == "0")
+    kf = pointcloud2_to_array(client.keyframes[-1], KEYFRAME_DTYPE)
+    assert ros.spin_until(lambda: pg.paths and len(pg.paths[-1].poses) == len(order), 10.0)
+    path_stamps, path_positions = path_array(pg.paths[-1])
+    rows = [r for m in client.loop_closures for r in pointcloud2_to_array(m, LOOP_CLOSURE_DTYPE)]
+    print(
+        f"max |path - odometry| {np.abs(path_positions - positions).max():.3g} m; "
+        f"{len(rows)} closures published, graph: {d['loop_closures']} used, {d['rejected_total']} rejected"
+    )
+    np.testing.assert_allclose(path_stamps, kf["stamp"], atol=1e-6)
+    # the odometry interpolated at each image stamp; without a metric closure the graph moves
+    # none of them (measured 9e-16 m; 2 closures published, both without a relative pose here:
+    # no camera_info, so no metric verification)
+    np.testing.assert_allclose(path_positions, positions, atol=1e-3)
+    closure_rejects = sum(int(v) for k, v in d.items() if k.startswith("rejected.closure_"))
+    assert int(d["loop_closures"]) + closure_rejects == len(rows), (d, len(rows))
+    assert d["rejected.table_invalid"] == "0" and d["rejected.internal_error"] == "0"
+    assert localizer.proc.poll() is None and graph.proc.poll() is None
