@@ -158,7 +158,7 @@ def test_is_dense_false_only_for_non_finite_xyz() -> None:
 
 def test_loop_closure_rows_carry_the_relative_pose_and_its_covariance() -> None:
     """messages.loop_closures_table -> wire -> pointcloud2_to_array gives back what the closure said."""
-    from dataclasses import dataclass
+    from dataclasses import dataclass, fields
 
     from scipy.spatial.transform import Rotation
 
@@ -173,16 +173,28 @@ def test_loop_closure_rows_carry_the_relative_pose_and_its_covariance() -> None:
         inlier_ratio: float | None = None
         spread: float | None = None
 
+    closure = LoopClosure if "T_match_query" in {f.name for f in fields(LoopClosure)} else MetricClosure
     pose = np.eye(4)
     pose[:3, :3] = Rotation.from_euler("xyz", [0.01, -0.02, 0.3]).as_matrix()
     pose[:3, 3] = [1.5, -0.25, 0.05]
     a = np.random.default_rng(0).normal(size=(6, 6))
     cov = a @ a.T * 1e-4 + np.diag([1e-3] * 3 + [1e-5] * 3)
+    ids = {"query_id": 12, "match_id": 3, "query_stamp": 1_700_000_012.25, "match_stamp": 1_700_000_003.5}
     closures = [
-        MetricClosure(
-            12, 3, 1_700_000_012.25, 1_700_000_003.5, 0.91, 120, None, None, None, pose, cov, True, 0.6, 0.35
+        closure(
+            **ids,
+            score=0.91,
+            inliers=120,
+            T_match_query=pose,
+            covariance=cov,
+            scale_known=True,
+            inlier_ratio=0.6,
+            spread=0.35,
         ),
-        MetricClosure(13, 4, 1_700_000_013.0, 1_700_000_004.0, 0.88),  # verification off: nothing metric
+        # verification off: nothing metric
+        closure(
+            query_id=13, match_id=4, query_stamp=1_700_000_013.0, match_stamp=1_700_000_004.0, score=0.88
+        ),
     ]
     msg = loop_closures_table(closures, sec_to_stamp(5.0), "map")
     data = bytes(msg.data)
