@@ -142,6 +142,19 @@ def _check_overlap(spans: list[tuple[str, int, int]]) -> None:
             raise TableError(f"fields {a!r} (offset {a_off}, {a_len} B) and {b!r} (offset {b_off}) overlap")
 
 
+def _fields(dt: np.dtype) -> dict[str, tuple[np.dtype, int]]:
+    """name -> (column dtype, byte offset) of a structured dtype, in field order."""
+    if dt.names is None or dt.fields is None:
+        raise TableError(f"expected a structured dtype with named fields, got {dt}")
+    return {n: (dt.fields[n][0], int(dt.fields[n][1])) for n in dt.names}
+
+
+def _record(names: list[str], formats: list[np.dtype], offsets: list[int], itemsize: int) -> np.dtype:
+    """A structured dtype with explicit offsets (numpy's typing has no name for the dict form)."""
+    spec: Any = {"names": names, "formats": formats, "offsets": offsets, "itemsize": itemsize}
+    return np.dtype(spec)
+
+
 def _field_base(name: str, dt: np.dtype) -> tuple[np.dtype, int]:
     """(scalar dtype, count) for a column; 1-D subarrays become PointField.count > 1."""
     if dt.subdtype is not None:
@@ -169,31 +182,24 @@ def array_to_pointcloud2(arr: np.ndarray, frame_id: str, stamp: Time | float | N
         raise TableError(f"expected a structured array with named fields, got dtype {dt}")
     if arr.ndim != 1:
         raise TableError(f"expected a 1-D structured array (one row per point), got shape {arr.shape}")
-    _check_overlap([(n, dt.fields[n][1], dt.fields[n][0].itemsize) for n in dt.names])
+    columns = _fields(dt)
+    _check_overlap([(n, off, fdt.itemsize) for n, (fdt, off) in columns.items()])
     fields: list[PointField] = []
     le_formats = []
-    for name in dt.names:
+    for name, (fdt, offset) in columns.items():
         if not _IDENT.match(name):
             raise TableError(f"field name {name!r} is not a plain identifier ([A-Za-z_][A-Za-z0-9_]*)")
-        fdt, offset = dt.fields[name][:2]
         base, count = _field_base(name, fdt)
         key = f"{base.kind}{base.itemsize}"
         if key not in _TO_POINTFIELD:
             hint = " (use uint32 ids or float64 seconds)" if base.kind in "iu" and base.itemsize == 8 else ""
             raise TableError(f"field {name!r} has dtype {base}, which PointField cannot express{hint}")
-        fields.append(PointField(name=name, offset=int(offset), datatype=_TO_POINTFIELD[key], count=count))
+        fields.append(PointField(name=name, offset=offset, datatype=_TO_POINTFIELD[key], count=count))
         le = np.dtype(f"<{key}")
         le_formats.append(le if count == 1 else np.dtype((le, (count,))))
-    le_dtype = np.dtype(
-        {
-            "names": list(dt.names),
-            "formats": le_formats,
-            "offsets": [dt.fields[n][1] for n in dt.names],
-            "itemsize": dt.itemsize,
-        }
-    )
+    le_dtype = _record(list(columns), le_formats, [off for _, off in columns.values()], dt.itemsize)
     packed = np.zeros(arr.shape[0], le_dtype)  # zeroed so padding bytes are deterministic
-    for name in dt.names:
+    for name in columns:
         packed[name] = arr[name]
     msg = PointCloud2()
     msg.header.frame_id = frame_id
@@ -208,7 +214,7 @@ def array_to_pointcloud2(arr: np.ndarray, frame_id: str, stamp: Time | float | N
     msg.data = packed.tobytes()
     dense = True
     for name in ("x", "y", "z"):
-        if name in dt.names and dt.fields[name][0].kind == "f" and arr.size:
+        if name in columns and columns[name][0].kind == "f" and arr.size:
             dense = dense and bool(np.isfinite(arr[name]).all())
     msg.is_dense = dense
     return msg
@@ -246,7 +252,7 @@ def _msg_dtype(msg: Any) -> np.dtype:
         offsets.append(int(f.offset))
     _check_overlap([(n, o, f.itemsize) for n, o, f in zip(names, offsets, formats, strict=True)])
     try:
-        return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": point_step})
+        return _record(names, formats, offsets, point_step)
     except (ValueError, TypeError) as exc:
         raise TableError(f"PointCloud2 fields do not form a valid record: {exc}") from exc
 
@@ -275,13 +281,12 @@ def pointcloud2_to_array(msg: PointCloud2, dtype: np.dtype | None = None) -> np.
         raise TableError(f"data has {buf.size} bytes, fewer than row_step*height = {row_step}*{height}")
     rows = buf[: row_step * height].reshape(height, row_step)[:, : width * point_step]
     records = np.ascontiguousarray(rows).reshape(-1).view(wire)
-    native = np.dtype(
-        {
-            "names": list(wire.names),
-            "formats": [wire.fields[n][0].newbyteorder("=") for n in wire.names],
-            "offsets": [wire.fields[n][1] for n in wire.names],
-            "itemsize": wire.itemsize,
-        }
+    have_cols = _fields(wire)
+    native = _record(
+        list(have_cols),
+        [fdt.newbyteorder("=") for fdt, _ in have_cols.values()],
+        [off for _, off in have_cols.values()],
+        wire.itemsize,
     )
     out = records.astype(native)
     if dtype is None:
@@ -289,11 +294,12 @@ def pointcloud2_to_array(msg: PointCloud2, dtype: np.dtype | None = None) -> np.
     dtype = np.dtype(dtype)
     if dtype.names is None:
         raise TableError(f"dtype must be structured, got {dtype}")
+    native_cols = _fields(native)
     result = np.zeros(out.shape[0], dtype)
-    for name in dtype.names:
-        if name not in native.names:
-            raise TableError(f"PointCloud2 lacks field {name!r} (has {', '.join(native.names)})")
-        want, have = dtype.fields[name][0], native.fields[name][0]
+    for name, (want, _) in _fields(dtype).items():
+        if name not in native_cols:
+            raise TableError(f"PointCloud2 lacks field {name!r} (has {', '.join(native_cols)})")
+        have = native_cols[name][0]
         wb, wc = _field_base(name, want)
         hb, hc = _field_base(name, have)
         if (wb.kind, wb.itemsize, wc) != (hb.kind, hb.itemsize, hc):
