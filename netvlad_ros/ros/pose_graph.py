@@ -238,11 +238,12 @@ class PoseGraphNode(Node):
             except (PoseGraphError, RuntimeError):  # a marginal GTSAM cannot give: publish none
                 self._covariance = None
         frame = self._cfg.map_frame
-        self._path_pub.publish(messages.path_msg(live.graph.trajectory(), frame))
+        trajectory = live.graph.trajectory()
+        self._path_pub.publish(messages.path_msg(trajectory, frame))
         if self._cfg.publish_markers:
-            markers = messages.graph_closure_markers(
-                live.closure_states(), live.graph.optimized_poses(), self.get_clock().now().to_msg(), frame
-            )
+            positions = dict(zip(trajectory.keys.tolist(), trajectory.positions, strict=True))
+            stamp = self.get_clock().now().to_msg()
+            markers = messages.graph_closure_markers(live.closure_states(), positions, stamp, frame)
             self._marker_pub.publish(messages.marker_array(markers))
 
     def _publish_pose(self) -> None:
