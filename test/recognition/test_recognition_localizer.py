@@ -1,4 +1,6 @@
-"""Localizer: spatial voting, confidence, thresholds, temporal filtering, sequence matching.
+"""Localizer retrieval rules: spatial voting, margin, thresholds, temporal filtering, sequence
+matching (verification off: ``retrieval_params``; verified re-ranking and calibration are in
+test_recognition_calibration.py).
 
 Descriptors are built from an orthonormal basis so every cosine score is exact:
 a map keyframe meant to score s against the query e0 is s*e0 + sqrt(1-s^2)*e_i
@@ -47,6 +49,11 @@ def make_db(descs: list[np.ndarray], xs: list[float]) -> MapDatabase:
 QUERY = BASIS[0].astype(np.float32)
 
 
+def retrieval_params(**kw: object) -> LocalizerParams:
+    """Retrieval-only localizer params (no local features in these maps)."""
+    return LocalizerParams(verify_top_k=0, require_verification=False, **kw)  # type: ignore[arg-type]
+
+
 def voting_db(b_score: float = 0.80) -> MapDatabase:
     # place A: 4 keyframes within 1.5 m, scores 0.90..0.83; place B far away.
     scores = [0.90, 0.85, 0.84, 0.83, b_score]
@@ -56,12 +63,12 @@ def voting_db(b_score: float = 0.80) -> MapDatabase:
 
 def test_neighbouring_keyframes_vote_as_one_place_and_confidence_uses_distinct_place() -> None:
     db = voting_db()
-    loc = Localizer(db, LocalizerParams(top_k=5, place_radius_m=3.0, min_score=0.5, min_confidence=0.1))
+    loc = Localizer(db, retrieval_params(top_k=5, place_radius_m=3.0, min_score=0.5, min_margin=0.1))
     r = loc.localize(QUERY, 0.0)
     assert r.accepted and r.reason is None
     assert r.best_place.keyframe_id == 0 and r.best_place.votes == 4
     assert len(r.places) == 2 and r.places[1].keyframe_id == 4
-    assert r.confidence == pytest.approx((0.90 - 0.80) / (1 - 0.80), abs=1e-4)
+    assert r.margin == pytest.approx((0.90 - 0.80) / (1 - 0.80), abs=1e-4)
     assert [h.rank for h in r.hypotheses] == [0, 1, 2, 3, 4]
     assert np.allclose(r.best_place.position, [0, 0, 0]) and np.allclose(
         r.best_place.orientation, [0, 0, 0, 1]
@@ -70,25 +77,25 @@ def test_neighbouring_keyframes_vote_as_one_place_and_confidence_uses_distinct_p
 
 def test_without_voting_near_duplicates_compete_and_lower_confidence() -> None:
     db = voting_db()
-    loc = Localizer(db, LocalizerParams(top_k=5, place_radius_m=0.1, min_score=0.5, min_confidence=0.4))
+    loc = Localizer(db, retrieval_params(top_k=5, place_radius_m=0.1, min_score=0.5, min_margin=0.4))
     r = loc.localize(QUERY, 0.0)
     # runner-up is now keyframe 1 (0.85, 0.5 m away) instead of place B
-    assert r.confidence == pytest.approx((0.90 - 0.85) / (1 - 0.85), abs=1e-4)
-    assert not r.accepted and r.reason == LocalizationReason.LOW_CONFIDENCE
+    assert r.margin == pytest.approx((0.90 - 0.85) / (1 - 0.85), abs=1e-4)
+    assert not r.accepted and r.reason == LocalizationReason.LOW_MARGIN
     assert r.best_place.keyframe_id == 0  # still reported for diagnostics
 
 
 def test_single_place_uses_lowest_top_k_score_as_runner_up() -> None:
     db = voting_db()
-    loc = Localizer(db, LocalizerParams(top_k=4, place_radius_m=3.0, min_score=0.5, min_confidence=0.0))
+    loc = Localizer(db, retrieval_params(top_k=4, place_radius_m=3.0, min_score=0.5, min_margin=0.0))
     r = loc.localize(QUERY, 0.0)
     assert len(r.places) == 1
-    assert r.confidence == pytest.approx((0.90 - 0.83) / (1 - 0.83), abs=1e-4)
+    assert r.margin == pytest.approx((0.90 - 0.83) / (1 - 0.83), abs=1e-4)
 
 
 def test_below_min_score_and_empty_map() -> None:
     db = voting_db()
-    r = Localizer(db, LocalizerParams(top_k=5, min_score=0.95, min_confidence=0.0)).localize(QUERY, 0.0)
+    r = Localizer(db, retrieval_params(top_k=5, min_score=0.95, min_margin=0.0)).localize(QUERY, 0.0)
     assert not r.accepted and r.reason == LocalizationReason.BELOW_MIN_SCORE
     empty = MapDatabase.create(DIM, "test-fingerprint")
     r = Localizer(empty).localize(QUERY, 0.0)
@@ -102,7 +109,7 @@ def test_bad_descriptor_and_params_raise_naming_the_problem() -> None:
     with pytest.raises(RecognitionParamError, match="NaN"):
         Localizer(db).localize(np.full(DIM, np.nan, np.float32), 0.0)
     with pytest.raises(RecognitionParamError, match="top_k"):
-        Localizer(db, LocalizerParams(top_k=0))
+        Localizer(db, retrieval_params(top_k=0))
     with pytest.raises(ValueError, match="place_radius_m"):
         Localizer(db, LocalizerParams(place_radius_m=-1.0))
 
@@ -119,10 +126,10 @@ def query_near(descs: np.ndarray, i: int, s: float, noise: int) -> np.ndarray:
 
 def test_temporal_filter_accepts_after_n_consistent_frames_and_resets() -> None:
     db, descs = corridor_db()
-    params = LocalizerParams(
+    params = retrieval_params(
         top_k=5,
         min_score=0.5,
-        min_confidence=0.1,
+        min_margin=0.1,
         temporal_consistency=3,
         temporal_max_distance_m=2.5,
         temporal_max_gap_s=1.5,
@@ -147,13 +154,13 @@ def test_sequence_matching_recovers_a_frame_where_single_image_retrieval_fails()
     # the last query looks more like keyframe 30 (0.7) than like keyframe 14 (0.5).
     queries = [query_near(descs, 10 + t, 0.6, 100 + t) for t in range(4)]
     queries.append(unit(0.5 * descs[14] + 0.7 * descs[30] + math.sqrt(1 - 0.74) * BASIS[120]))
-    single = Localizer(db, LocalizerParams(top_k=5, min_score=0.3, min_confidence=0.0))
+    single = Localizer(db, retrieval_params(top_k=5, min_score=0.3, min_margin=0.0))
     assert single.localize(queries[-1], 4.0).best_place.keyframe_id == 30
 
     seq = Localizer(
         db,
-        LocalizerParams(
-            top_k=5, min_score=0.3, min_confidence=0.1, sequence_length=5, sequence_velocities=(1.0, 2.0)
+        retrieval_params(
+            top_k=5, min_score=0.3, min_margin=0.1, sequence_length=5, sequence_velocities=(1.0, 2.0)
         ),
     )
     out = [seq.localize(q, float(t)) for t, q in enumerate(queries)]
@@ -170,7 +177,7 @@ def test_sequence_matching_recovers_a_frame_where_single_image_retrieval_fails()
 
 def test_sequence_window_restarts_after_a_gap() -> None:
     db, descs = corridor_db()
-    seq = Localizer(db, LocalizerParams(top_k=5, min_score=0.3, sequence_length=3, temporal_max_gap_s=2.0))
+    seq = Localizer(db, retrieval_params(top_k=5, min_score=0.3, sequence_length=3, temporal_max_gap_s=2.0))
     stamps = [0.0, 1.0, 10.0, 11.0, 12.0]
     out = [seq.localize(query_near(descs, 10 + t, 0.8, 100 + t), s) for t, s in enumerate(stamps)]
     reasons = [r.reason == LocalizationReason.SEQUENCE_WINDOW_INCOMPLETE for r in out]

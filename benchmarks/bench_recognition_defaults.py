@@ -1,0 +1,200 @@
+"""Localization with the default parameters: verified re-ranking and the map's own calibration.
+
+For each set: build a map (descriptors + ORB features of every mapping frame, as build-map
+stores them), calibrate it from its own poses (``recognition.calibration.calibrate``), then
+localize every query with ``Localizer(db)`` and default ``LocalizerParams`` (no override),
+passing the query's local features. Prints a Markdown table: accepted places, precision,
+recall, Recall@1 before and after re-ranking, the auto thresholds and what they rest on, and
+the verification time per query.
+
+Sets:
+
+- ``demo``: the synthetic cross-day demo world of ``ros/demo.py`` (seed 7, 120 mapping frames
+  3 m apart, 50 query frames of another day); a query is right within 25 m (eval-map's radius).
+  Also with harder query conditions against the same day map (``--conditions``), and with
+  and without camera intrinsics (essential vs fundamental matrix).
+- ``rtabmap``: the shared RTAB-Map walk (``../shared/data/rtabmap_samples``): map images 1-40
+  (positions assumed 1 m apart on a line: the sample has no poses), queries 41-84, right when
+  ``gt_matrix_84x84.npy`` says so. Skipped when the data is absent.
+
+    python benchmarks/bench_recognition_defaults.py [--conditions night/clear/summer,day/snow/winter]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from netvlad_ros.mapdb import Keyframe, MapDatabase
+from netvlad_ros.mapdb.features import KeyframeFeatures
+from netvlad_ros.model import DescriptorExtractor
+from netvlad_ros.recognition.calibration import calibrate
+from netvlad_ros.recognition.features import FeatureExtractor
+from netvlad_ros.recognition.localizer import Localizer, LocalizerParams
+from netvlad_ros.synthetic import SyntheticWorld, WorldConfig
+
+RTABMAP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rtabmap_samples"
+
+
+@dataclass
+class Views:
+    """Descriptors, features and positions of a set of images."""
+
+    descriptors: np.ndarray
+    features: list[KeyframeFeatures]
+    positions: np.ndarray
+    stamps: np.ndarray
+
+
+def describe(ex: DescriptorExtractor, images: list[np.ndarray], cameras: list, positions, stamps) -> Views:
+    fe = FeatureExtractor()
+    feats = [fe.extract(im, camera=cam) for im, cam in zip(images, cameras, strict=True)]
+    return Views(
+        np.asarray(ex(images), np.float32), feats, np.asarray(positions, float), np.asarray(stamps, float)
+    )
+
+
+def without_camera(v: Views) -> Views:
+    return replace(v, features=[replace(f, camera=None) for f in v.features])
+
+
+def build_db(v: Views, fingerprint: str) -> tuple[MapDatabase, float]:
+    db = MapDatabase.create(v.descriptors.shape[1], fingerprint)
+    kfs = [
+        Keyframe(stamp=float(s), frame_id="map", position=p)
+        for s, p in zip(v.stamps, v.positions, strict=True)
+    ]
+    db.add(kfs, v.descriptors, features=v.features)
+    t0 = time.perf_counter()
+    cal = calibrate(db)
+    seconds = time.perf_counter() - t0
+    if cal is not None:
+        db.set_calibration(cal.to_dict())
+    return db, seconds
+
+
+def evaluate(
+    db: MapDatabase, q: Views, right: Callable[[int, int], bool], params: LocalizerParams | None = None
+) -> dict:
+    loc = Localizer(db, params)
+    tp = fp = r1 = r1_rr = 0
+    ms = []
+    for i in range(len(q.descriptors)):
+        t0 = time.perf_counter()
+        res = loc.localize(q.descriptors[i], float(q.stamps[i]), features=q.features[i])
+        ms.append((time.perf_counter() - t0) * 1e3)
+        if not res.hypotheses:
+            continue
+        r1 += right(i, res.hypotheses[0].keyframe_id)
+        assert res.best_place is not None
+        ok = right(i, res.best_place.keyframe_id)
+        r1_rr += ok
+        if res.accepted:
+            tp += ok
+            fp += not ok
+    n = len(q.descriptors)
+    th = loc.thresholds
+    return {
+        "accepted": tp + fp,
+        "precision": tp / (tp + fp) if tp + fp else float("nan"),
+        "recall": tp / n,
+        "r1": r1 / n,
+        "r1_rr": r1_rr / n,
+        "min_inliers": th.min_inliers,
+        "source": th.min_inliers_source,
+        "far": th.estimated_false_accept_rate,
+        "ms_p50": float(np.percentile(ms, 50)),
+        "ms_p95": float(np.percentile(ms, 95)),
+        "status": th.status,
+        "summary": loc.calibration.summary() if loc.calibration is not None else {},
+    }
+
+
+def demo_sets(
+    ex: DescriptorExtractor, conditions: list[str]
+) -> list[tuple[str, MapDatabase, Views, Callable, float]]:
+    world = SyntheticWorld(WorldConfig(seed=7))
+    mapping = world.traversal("mapping", spacing_m=3.0, max_frames=120)
+    m = describe(ex, [f.image for f in mapping], [f.camera for f in mapping],
+                 [f.position for f in mapping], [f.stamp for f in mapping])  # fmt: skip
+    out = []
+    dbs = {}
+    for cam in (True, False):
+        dbs[cam] = build_db(m if cam else without_camera(m), ex.fingerprint)
+    for cond in [None, *conditions]:
+        query = world.traversal("query", spacing_m=3.0 * 120 / 50, max_frames=50, condition=cond)
+        qv = describe(ex, [f.image for f in query], [f.camera for f in query],
+                      [f.position for f in query], [f.stamp for f in query])  # fmt: skip
+
+        def right(i: int, kid: int, qv: Views = qv, db: MapDatabase = dbs[True][0]) -> bool:
+            return bool(np.linalg.norm(db.positions([kid])[0] - qv.positions[i]) <= 25.0)
+
+        label = cond or "another day (demo)"
+        for cam in (True, False):
+            db, secs = dbs[cam]
+            out.append(
+                (
+                    f"synthetic street, {label}, {'K' if cam else 'no K'}",
+                    db,
+                    qv if cam else without_camera(qv),
+                    right,
+                    secs,
+                )
+            )
+    return out
+
+
+def rtabmap_set(ex: DescriptorExtractor) -> tuple[str, MapDatabase, Views, Callable, float] | None:
+    if not (RTABMAP / "gt_matrix_84x84.npy").is_file():
+        return None
+    images = [cv2.imread(str(RTABMAP / "images" / f"{i}.jpg")) for i in range(1, 85)]
+    pos = [[float(i), 0.0, 0.0] for i in range(84)]
+    v = describe(ex, images, [None] * 84, pos, np.arange(84, dtype=float))
+    gt = np.load(RTABMAP / "gt_matrix_84x84.npy")
+    m = Views(v.descriptors[:40], v.features[:40], v.positions[:40], v.stamps[:40])
+    q = Views(v.descriptors[40:], v.features[40:], v.positions[40:], v.stamps[40:])
+    db, secs = build_db(m, ex.fingerprint)
+    return "RTAB-Map walk (map 1-40, queries 41-84), no K", db, q, lambda i, kid: bool(gt[40 + i, kid]), secs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--conditions", default="night/clear/summer,day/snow/winter,dusk/rain/autumn")
+    args = ap.parse_args()
+    ex = DescriptorExtractor(None, device="cpu")
+    sets = []
+    rt = rtabmap_set(ex)
+    if rt is not None:
+        sets.append(rt)
+    sets += demo_sets(ex, [c for c in args.conditions.split(",") if c])
+    print(f"machine: {platform.processor() or platform.machine()}, {cv2.getNumThreads()} OpenCV threads\n")
+    print(
+        "| set | accepted | precision | recall | R@1 | R@1 re-ranked | min_inliers (auto) | est. FAR | ms/query p50/p95 | calibration s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    summaries = []
+    for name, db, q, right, secs in sets:
+        r = evaluate(db, q, right)
+        far = "n/a" if r["far"] is None else f"{r['far']:.3f}"
+        print(f"| {name} | {r['accepted']}/{len(q.descriptors)} | {r['precision']:.3f} | {r['recall']:.3f} | "
+              f"{r['r1']:.3f} | {r['r1_rr']:.3f} | {r['min_inliers']} ({r['source']}) | {far} | "
+              f"{r['ms_p50']:.0f}/{r['ms_p95']:.0f} | {secs:.1f} |")  # fmt: skip
+        summaries.append((name, r["status"], r["summary"]))
+    print()
+    seen = set()
+    for name, status, summary in summaries:
+        if status in seen:
+            continue
+        seen.add(status)
+        print(f"- {name}: {status}\n  {summary}")
+
+
+if __name__ == "__main__":
+    main()
