@@ -51,13 +51,22 @@ class Views:
     features: list[KeyframeFeatures]
     positions: np.ndarray
     stamps: np.ndarray
+    feature_ms: np.ndarray  # FeatureExtractor.extract per image
 
 
-def describe(ex: DescriptorExtractor, images: list[np.ndarray], cameras: list, positions, stamps) -> Views:
+def describe(ex: DescriptorExtractor, images: list, cameras: list, positions, stamps) -> Views:
     fe = FeatureExtractor()
-    feats = [fe.extract(im, camera=cam) for im, cam in zip(images, cameras, strict=True)]
+    feats, ms = [], []
+    for im, cam in zip(images, cameras, strict=True):
+        t0 = time.perf_counter()
+        feats.append(fe.extract(im, camera=cam))
+        ms.append((time.perf_counter() - t0) * 1e3)
     return Views(
-        np.asarray(ex(images), np.float32), feats, np.asarray(positions, float), np.asarray(stamps, float)
+        np.asarray(ex(images), np.float32),
+        feats,
+        np.asarray(positions, float),
+        np.asarray(stamps, float),
+        np.asarray(ms),
     )
 
 
@@ -80,22 +89,32 @@ def build_db(v: Views, fingerprint: str) -> tuple[MapDatabase, float]:
     return db, seconds
 
 
+#: Verification off: retrieval with the calibrated min_score and the fallback margin.
+RETRIEVAL_ONLY = LocalizerParams(verify_top_k=0, require_verification=False)
+
+
 def evaluate(
     db: MapDatabase, q: Views, right: Callable[[int, int], bool], params: LocalizerParams | None = None
 ) -> dict:
+    """Accepted-place precision/recall, Recall@1 before/after re-ranking, time per query."""
     loc = Localizer(db, params)
     tp = fp = r1 = r1_rr = 0
-    ms = []
+    ms: list[float] = []
+    checks: list[int] = []
+    conf_ok: list[float] = []
+    conf_wrong: list[float] = []
     for i in range(len(q.descriptors)):
         t0 = time.perf_counter()
         res = loc.localize(q.descriptors[i], float(q.stamps[i]), features=q.features[i])
         ms.append((time.perf_counter() - t0) * 1e3)
+        checks.append(len(res.checks))
         if not res.hypotheses:
             continue
         r1 += right(i, res.hypotheses[0].keyframe_id)
         assert res.best_place is not None
         ok = right(i, res.best_place.keyframe_id)
         r1_rr += ok
+        (conf_ok if ok else conf_wrong).append(res.confidence)
         if res.accepted:
             tp += ok
             fp += not ok
@@ -108,12 +127,18 @@ def evaluate(
         "r1": r1 / n,
         "r1_rr": r1_rr / n,
         "min_inliers": th.min_inliers,
+        "min_score": th.min_score,
         "source": th.min_inliers_source,
         "far": th.estimated_false_accept_rate,
-        "ms_p50": float(np.percentile(ms, 50)),
-        "ms_p95": float(np.percentile(ms, 95)),
+        "ms": np.asarray(ms),
+        "checks": float(np.mean(checks)),
+        "conf_right_p10": float(np.percentile(conf_ok, 10)) if conf_ok else float("nan"),
+        "conf_wrong_max": max(conf_wrong, default=float("nan")),
         "status": th.status,
         "summary": loc.calibration.summary() if loc.calibration is not None else {},
+        "p_at_threshold": None
+        if loc.calibration is None
+        else loc.calibration.probability(0.0, th.min_inliers, loc.params.verify_top_k),
     }
 
 
@@ -158,8 +183,8 @@ def rtabmap_set(ex: DescriptorExtractor) -> tuple[str, MapDatabase, Views, Calla
     pos = [[float(i), 0.0, 0.0] for i in range(84)]
     v = describe(ex, images, [None] * 84, pos, np.arange(84, dtype=float))
     gt = np.load(RTABMAP / "gt_matrix_84x84.npy")
-    m = Views(v.descriptors[:40], v.features[:40], v.positions[:40], v.stamps[:40])
-    q = Views(v.descriptors[40:], v.features[40:], v.positions[40:], v.stamps[40:])
+    m = Views(v.descriptors[:40], v.features[:40], v.positions[:40], v.stamps[:40], v.feature_ms[:40])
+    q = Views(v.descriptors[40:], v.features[40:], v.positions[40:], v.stamps[40:], v.feature_ms[40:])
     db, secs = build_db(m, ex.fingerprint)
     return "RTAB-Map walk (map 1-40, queries 41-84), no K", db, q, lambda i, kid: bool(gt[40 + i, kid]), secs
 
@@ -176,17 +201,32 @@ def main() -> None:
     sets += demo_sets(ex, [c for c in args.conditions.split(",") if c])
     print(f"machine: {platform.processor() or platform.machine()}, {cv2.getNumThreads()} OpenCV threads\n")
     print(
-        "| set | accepted | precision | recall | R@1 | R@1 re-ranked | min_inliers (auto) | est. FAR | ms/query p50/p95 | calibration s |"
+        "| set | accepted | precision | recall | R@1 | R@1 re-ranked | min_inliers (auto) | est. FAR "
+        "| P at threshold | confidence right p10 / wrong max | retrieval only (auto min_score): "
+        "accepted, precision, recall | calibration s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    summaries = []
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    summaries, timing = [], []
     for name, db, q, right, secs in sets:
         r = evaluate(db, q, right)
+        u = evaluate(db, q, right, RETRIEVAL_ONLY)
         far = "n/a" if r["far"] is None else f"{r['far']:.3f}"
+        pth = "n/a" if r["p_at_threshold"] is None else f"{r['p_at_threshold']:.2f}"
         print(f"| {name} | {r['accepted']}/{len(q.descriptors)} | {r['precision']:.3f} | {r['recall']:.3f} | "
-              f"{r['r1']:.3f} | {r['r1_rr']:.3f} | {r['min_inliers']} ({r['source']}) | {far} | "
-              f"{r['ms_p50']:.0f}/{r['ms_p95']:.0f} | {secs:.1f} |")  # fmt: skip
+              f"{r['r1']:.3f} | {r['r1_rr']:.3f} | {r['min_inliers']} ({r['source']}) | {far} | {pth} | "
+              f"{r['conf_right_p10']:.3f} / {r['conf_wrong_max']:.3f} | {u['accepted']}, {u['precision']:.3f}, "
+              f"{u['recall']:.3f} (>= {u['min_score']:.3f}) | {secs:.1f} |")  # fmt: skip
         summaries.append((name, r["status"], r["summary"]))
+        added = r["ms"] - u["ms"] + q.feature_ms
+        timing.append((name, r["checks"], np.percentile(q.feature_ms, [50, 95]), np.percentile(r["ms"] - u["ms"], [50, 95]),
+                       np.percentile(added, [50, 95])))  # fmt: skip
+    print("\n| set | verifications / query | query features ms p50/p95 | re-ranking ms p50/p95 "
+          "| verification adds (both) ms p50/p95 |")  # fmt: skip
+    print("|---|---|---|---|---|")
+    for name, n_checks, fe, rr, add in timing:
+        print(
+            f"| {name} | {n_checks:.2f} | {fe[0]:.1f}/{fe[1]:.1f} | {rr[0]:.1f}/{rr[1]:.1f} | {add[0]:.1f}/{add[1]:.1f} |"
+        )
     print()
     seen = set()
     for name, status, summary in summaries:

@@ -1,7 +1,10 @@
 """Recognition engine (no ROS): localization against a map and loop-closure detection.
 
 - ``Localizer`` / ``LocalizerParams``: top-K retrieval, spatial voting into places,
-  margin confidence, optional temporal filtering and SeqSLAM-style sequence matching.
+  re-ranking by geometric verification, acceptance of verified places with thresholds from
+  the map's calibration, optional temporal filtering and SeqSLAM-style sequence matching.
+- ``calibrate`` / ``Calibration``: thresholds and the probability of "same place" from the
+  map's own poses (weak supervision), stored in the map's manifest.
 - ``LoopClosureDetector`` / ``LoopClosureParams``: exclusion window, islands,
   temporal consistency, optional geometric verification, a reason for every reject.
 - ``GeometricVerifier`` / ``GeometryParams``: ORB/SIFT + ratio test + RANSAC
@@ -13,12 +16,21 @@
 Parameters, defaults and the measurements behind them: docs/recognition.md.
 """
 
+from netvlad_ros.recognition.calibration import (
+    Calibration,
+    CalibrationError,
+    CalibrationParams,
+    calibrate,
+    calibration_problem,
+)
 from netvlad_ros.recognition.geometry import GeometricResult, GeometricVerifier, GeometryParams, ImageFeatures
 from netvlad_ros.recognition.localizer import (
+    CandidateCheck,
     LocalizationReason,
     LocalizationResult,
     Localizer,
     LocalizerParams,
+    LocalizerThresholds,
 )
 from netvlad_ros.recognition.loop_closure import (
     FeatureStore,
@@ -51,6 +63,10 @@ from netvlad_ros.recognition.session import (
 
 __all__ = [
     "MODES",
+    "Calibration",
+    "CalibrationError",
+    "CalibrationParams",
+    "CandidateCheck",
     "FeatureStore",
     "FrameEvent",
     "FramePlan",
@@ -66,6 +82,7 @@ __all__ = [
     "LocalizationResult",
     "Localizer",
     "LocalizerParams",
+    "LocalizerThresholds",
     "LoopClosure",
     "LoopClosureDetector",
     "LoopClosureParams",
@@ -78,6 +95,8 @@ __all__ = [
     "SaveResult",
     "SequenceMatcher",
     "SessionParams",
+    "calibrate",
+    "calibration_problem",
     "cluster_hypotheses",
     "normalized_margin",
 ]

@@ -33,11 +33,19 @@ map) the largest sample is extrapolated with an exponential tail fitted to the t
 the samples (the peaks-over-threshold estimate), so a small map gets a higher threshold, not
 a lower one. Inlier thresholds are never below :data:`MIN_AUTO_INLIERS`.
 
-The probability of "same place" (:meth:`Calibration.probability`) is a logistic fit (Platt
-scaling) of positives against negatives, equal class weights (a 0.5 prior), on
-``log(1 + inliers)`` for a verified candidate and on the cosine score for an unverified one.
-In-map positives are easy, so the fit is steep and a query of another day, with fewer
-inliers, gets a *lower* probability than it deserves: conservative.
+The probability of "same place" (:meth:`Calibration.probability`, the localizer's confidence)
+of a verified candidate with ``n`` inliers is the posterior, equal priors, of "same place"
+against "the winner of a query of an unmapped place": ``p = 1 / (1 + m S(n) / beta)`` with
+``S(n)`` the share of simulated queries whose wrong winner reaches ``n`` (the exponential
+tail above, ``beta`` its scale: the same model that sets the threshold, so ``p`` at the
+threshold of false-accept rate ``r`` is ``1 / (1 + r m / beta)``) and ``m`` the median inliers of
+the in-map same-place pairs (the same-place likelihood taken flat below it). In-map pairs have
+more inliers than a query of another day, so ``m`` is large and ``p`` conservative. Clean
+same-day pairs separate perfectly from wrong ones (nothing in between to fit a logistic to),
+which is why the verified model is a tail model, not Platt scaling. For an unverified
+candidate (``require_verification`` off) it is a logistic fit (Platt scaling) of the cosine
+scores of the positives against the hardest negatives, equal class weights: there the
+classes overlap and the fit is well defined.
 
 Minimums (:func:`calibration_problem`, below them :func:`calibrate` returns None and the
 localizer uses the documented fallback defaults): :data:`MIN_KEYFRAMES` keyframes,
@@ -76,6 +84,7 @@ __all__ = [
     "calibrate",
     "calibration_problem",
     "evidence",
+    "tail_survival",
     "upper_threshold",
 ]
 
@@ -142,15 +151,23 @@ def evidence(verification: Any) -> int:
     return int(verification.inliers) if verification.success else 0
 
 
+def _tail_scale(x_desc: np.ndarray, step: float) -> float:
+    """Scale ``beta`` of the exponential upper tail of the samples ``x_desc`` (sorted, largest
+    first): the mean excess of the top fifth (at least 3) over the next sample, counting only
+    samples above the smallest (where "no false accept" samples sit, e.g. 0 inliers); at least
+    ``step``."""
+    tail = x_desc[x_desc > x_desc[-1]]
+    m = min(max(3, len(x_desc) // 5), len(tail) - 1)
+    return max(float(np.mean(tail[:m] - tail[m])), step) if m >= 1 else step
+
+
 def upper_threshold(samples: Sequence[float] | np.ndarray, rate: float, step: float) -> float:
     """Smallest threshold that at most ``floor(rate * n)`` of the ``n`` samples reach.
 
     ``step`` is the resolution (1 for inlier counts: the threshold is one above the
     ``k+1``-th largest sample). When ``rate * n < 1`` the largest sample is extrapolated:
-    ``max + step + beta * ln(1 / (rate * n))``, ``beta`` the mean excess of the top fifth of the
-    samples (at least 3) over the next one, counting only samples above the smallest (the
-    smallest is where "no false accept" samples sit, e.g. 0 inliers), at least ``step``: an
-    exponential tail (peaks over threshold).
+    ``max + step + beta * ln(1 / (rate * n))``, ``beta`` the exponential tail's scale
+    (:func:`_tail_scale`, peaks over threshold). :func:`tail_survival` is its inverse.
     """
     x = np.sort(np.asarray(samples, dtype=np.float64))[::-1]
     n = len(x)
@@ -160,10 +177,21 @@ def upper_threshold(samples: Sequence[float] | np.ndarray, rate: float, step: fl
         raise ValueError(f"rate must be in (0, 1), got {rate}")
     if rate * n >= 1:
         return float(x[math.floor(rate * n)] + step)
-    tail = x[x > x[-1]]
-    m = min(max(3, n // 5), len(tail) - 1)
-    beta = max(float(np.mean(tail[:m] - tail[m])), step) if m >= 1 else step
-    return float(x[0] + step + beta * math.log(1.0 / (rate * n)))
+    return float(x[0] + step + _tail_scale(x, step) * math.log(1.0 / (rate * n)))
+
+
+def tail_survival(samples: Sequence[float] | np.ndarray, value: float, step: float) -> float:
+    """Estimated share of the population behind ``samples`` that reaches ``value``: the
+    empirical share while a sample does, beyond the largest sample the exponential tail of
+    :func:`upper_threshold` (``exp(-(value - max - step) / beta) / n``). Never 0; non-increasing."""
+    x = np.sort(np.asarray(samples, dtype=np.float64))[::-1]
+    n = len(x)
+    if n == 0:
+        raise ValueError("tail_survival needs samples")
+    reached = int(np.count_nonzero(x >= value))
+    if reached:
+        return reached / n
+    return math.exp(-max(value - x[0] - step, 0.0) / _tail_scale(x, step)) / n
 
 
 def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> LogisticModel | None:
@@ -208,9 +236,9 @@ class Calibration:
     (rows), per candidate in cosine order (``verify_top_k`` columns, shorter when the pool was
     smaller): the evidence (:func:`evidence`; None when the map has no local features), whether
     the candidate is ``>= different_place_m`` from the query keyframe, and its cosine score.
-    ``positive_inliers`` / ``positive_scores``: the same-place pairs. ``verified_model`` /
-    ``retrieval_model``: :class:`LogisticModel` on ``log(1 + inliers)`` / on the score (None when
-    the samples do not separate). ``notes``: what a reader of the diagnostics should know.
+    ``positive_inliers`` / ``positive_scores``: the same-place pairs. ``retrieval_model``:
+    :class:`LogisticModel` on the score (None when the samples do not separate); the verified
+    probability is computed from the samples (:meth:`probability`). ``notes``: what a reader of the diagnostics should know.
     """
 
     keyframes: int
@@ -223,11 +251,11 @@ class Calibration:
     candidate_inliers: tuple[tuple[int, ...], ...] | None = field(repr=False)
     positive_scores: tuple[float, ...] = field(repr=False)
     positive_inliers: tuple[int, ...] | None = field(repr=False)
-    verified_model: LogisticModel | None
     retrieval_model: LogisticModel | None
     geometry: dict[str, Any] = field(default_factory=dict, repr=False)
     notes: tuple[str, ...] = ()
     version: int = CALIBRATION_VERSION
+    _winners: dict[int, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # ------------------------------------------------------------------ samples
     @property
@@ -246,6 +274,8 @@ class Calibration:
         if self.candidate_inliers is None:
             raise CalibrationError("this calibration has no inlier samples (the map had no local features)")
         k = self.verify_top_k if verify_top_k is None else max(1, min(int(verify_top_k), self.verify_top_k))
+        if k in self._winners:
+            return self._winners[k]
         out = np.zeros(self.queries, np.float64)
         for q, (inl, neg) in enumerate(zip(self.candidate_inliers, self.candidate_negative, strict=True)):
             e = np.asarray(inl[:k], np.float64)
@@ -253,6 +283,8 @@ class Calibration:
                 continue
             w = int(np.argmax(e))  # first maximum: the best cosine among equals
             out[q] = e[w] if neg[w] else 0.0
+        out.setflags(write=False)
+        self._winners[k] = out
         return out
 
     def negative_best_scores(self) -> np.ndarray:
@@ -284,12 +316,34 @@ class Calibration:
         s = self.negative_winner_inliers(verify_top_k)
         return float(np.mean(s >= min_inliers)) if len(s) else math.nan
 
-    def probability(self, score: float, inliers: int | None = None) -> float | None:
+    def probability(
+        self, score: float, inliers: float | None = None, verify_top_k: int | None = None
+    ) -> float | None:
         """Calibrated probability that a candidate is the same place: from its inliers when
-        verified (``inliers`` not None), else from its cosine score; None without a model."""
-        if inliers is not None:
-            return None if self.verified_model is None else self.verified_model(math.log1p(max(inliers, 0)))
-        return None if self.retrieval_model is None else self.retrieval_model(score)
+        verified (``inliers`` not None), else from its cosine score; None without the samples.
+
+        Verified: the posterior with equal priors of "same place" against "the winner of a
+        query of an unmapped place" (:meth:`negative_winner_inliers`), ``odds = f_same(n) /
+        f_wrong(n)``. ``f_wrong(n) = S(n) / beta``: the density of the negatives' exponential
+        tail, ``S`` = :func:`tail_survival` (the same tail that sets :meth:`min_inliers`);
+        ``f_same(n) = 1 / m``: flat up to ``m``, the median inliers of the in-map same-place
+        pairs (a query of another day has fewer inliers than a same-day pair, anywhere below).
+        So ``p = 1 / (1 + m S(n) / beta)``: at the threshold of a false-accept rate ``r``
+        (``S = r``) ``p = 1 / (1 + r m / beta)``, and each ``beta`` more inliers divide the odds
+        against by e. Unverified: :attr:`retrieval_model`.
+        """
+        if inliers is None:
+            return None if self.retrieval_model is None else self.retrieval_model(score)
+        if self.candidate_inliers is None or not self.positive_inliers:
+            return None
+        neg = self.negative_winner_inliers(verify_top_k)
+        if len(neg) == 0:
+            return None
+        x = np.sort(neg)[::-1]
+        beta = _tail_scale(x, 1.0)
+        m = max(float(np.median(self.positive_inliers)), 1.0)
+        against = m * tail_survival(x, float(max(inliers, 0)), 1.0) / beta
+        return float(1.0 / (1.0 + against))
 
     def summary(self) -> dict[str, Any]:
         """Counts and quantiles for logs, diagnostics and docs."""
@@ -336,7 +390,6 @@ class Calibration:
             "positive_inliers": None
             if self.positive_inliers is None
             else [int(v) for v in self.positive_inliers],
-            "verified_model": None if self.verified_model is None else self.verified_model.to_list(),
             "retrieval_model": None if self.retrieval_model is None else self.retrieval_model.to_list(),
             "geometry": dict(self.geometry),
             "notes": list(self.notes),
@@ -375,7 +428,6 @@ class Calibration:
                 candidate_inliers=inliers,
                 positive_scores=tuple(float(s) for s in blob["positive_scores"]),
                 positive_inliers=None if raw_pos is None else tuple(int(v) for v in raw_pos),
-                verified_model=model("verified_model"),
                 retrieval_model=model("retrieval_model"),
                 geometry=dict(blob.get("geometry", {})),
                 notes=tuple(str(n) for n in blob.get("notes", ())),
@@ -539,7 +591,6 @@ def calibrate(
         candidate_inliers=tuple(cand_i) if verify else None,
         positive_scores=tuple(pos_s),
         positive_inliers=tuple(pos_i) if verify else None,
-        verified_model=None,
         retrieval_model=None,
         geometry=_geometry_signature(geometry),
     )
@@ -547,25 +598,10 @@ def calibrate(
     retrieval = _fit_logistic(
         np.r_[np.asarray(pos_s), neg_s], np.r_[np.ones(len(pos_s)), np.zeros(len(neg_s))]
     )
-    verified_model = None
-    if verify:
-        neg_ev = np.array(
-            [
-                max(i for i, n in zip(r, nn, strict=True) if n)
-                for r, nn in zip(cand_i, cand_n, strict=True)
-                if any(nn)
-            ]
+    if verify and pos_i and float(np.median(pos_i)) <= float(cal.negative_winner_inliers().max(initial=0)):
+        notes.append(
+            "same-place pairs do not have more inliers than wrong winners: verification is weak here"
         )
-        verified_model = _fit_logistic(
-            np.log1p(np.r_[np.asarray(pos_i, np.float64), neg_ev]),
-            np.r_[np.ones(len(pos_i)), np.zeros(len(neg_ev))],
-        )
-        if verified_model is None:
-            notes.append(
-                "same-place pairs do not have more inliers than different places: no probability model"
-            )
     if retrieval is None:
         notes.append("same-place pairs do not score higher than different places: no score model")
-    return dataclasses.replace(
-        cal, verified_model=verified_model, retrieval_model=retrieval, notes=tuple(notes)
-    )
+    return dataclasses.replace(cal, retrieval_model=retrieval, notes=tuple(notes))

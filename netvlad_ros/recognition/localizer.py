@@ -11,7 +11,9 @@ Per query (:meth:`Localizer.localize`):
    stored features of each of the ``verify_top_k`` best hypotheses (``db.features``,
    ``GeometricVerifier``); a candidate is *verified* when it passes the verifier's checks with
    at least ``min_inliers`` inliers. The verified candidate with the most inliers (ties: the
-   better score) wins and its place becomes the best place, its keyframe first. A keyframe
+   better score) wins and its place becomes the best place, its keyframe first. Candidates
+   are verified in cosine order and the rest skipped once one is verified with probability
+   ``verify_stop_probability`` (0.999; 0 = verify all: most queries then cost one). A keyframe
    without stored features (a map built before features existed) is ``unverifiable``,
    never an error.
 3. **Acceptance**. By default (``require_verification``) only a verified place is accepted.
@@ -122,6 +124,12 @@ class LocalizerParams:
         "best hypotheses verified geometrically and re-ranked by inliers (0 = no verification)",
         range=(0, 1000),
     )
+    verify_stop_probability: float = param(
+        0.999,
+        "stop verifying further candidates once one is verified with this calibrated probability "
+        "(0 = verify all verify_top_k)",
+        range=(0.0, 1.0),
+    )
     require_verification: bool = param(
         True, "accept only geometrically verified places (false: unverified ones on min_score and min_margin)"
     )
@@ -224,7 +232,7 @@ class LocalizationResult:
     re-ranking). ``accepted`` says whether to trust it, ``reason`` why not. ``confidence``:
     the calibrated probability that ``best_place`` is right (module docstring); ``margin``:
     the normalized cosine margin of ``best_place``. ``checks``: one per verified hypothesis
-    (cosine order). ``consistent_frames`` counts consecutive queries agreeing on the place.
+    (cosine order; fewer than ``verify_top_k`` after an early stop). ``consistent_frames`` counts consecutive queries agreeing on the place.
     """
 
     stamp: float
@@ -412,9 +420,12 @@ class Localizer:
         return ids[finite], scores[finite], True
 
     def verify(
-        self, features: KeyframeFeatures, hypotheses: tuple[Hypothesis, ...]
+        self, features: KeyframeFeatures, hypotheses: tuple[Hypothesis, ...], stop_probability: float = 0.0
     ) -> tuple[CandidateCheck, ...]:
-        """Verify ``features`` against each hypothesis' stored features (no state is changed)."""
+        """Verify ``features`` against each hypothesis' stored features, in order (no state is
+        changed). ``stop_probability`` > 0: stop after the first candidate verified with at
+        least that calibrated probability (the rest cannot matter unless it is wrong, which
+        the probability says is rarer than ``1 - stop_probability``; saves their cost)."""
         t = self.thresholds.min_inliers
         out = []
         for h in hypotheses:
@@ -427,6 +438,8 @@ class Localizer:
             ok = n >= t
             reason = None if ok else (v.reason if not v.success else "too_few_inliers")
             out.append(CandidateCheck(h.keyframe_id, h.rank, h.score, n, ok, reason, v))
+            if ok and stop_probability > 0 and self._probability(h.score, n) >= stop_probability:
+                break
         return tuple(out)
 
     def localize(
@@ -461,7 +474,7 @@ class Localizer:
         checks: tuple[CandidateCheck, ...] = ()
         winner: CandidateCheck | None = None
         if p.verify_top_k > 0 and features is not None:
-            checks = self.verify(features, hyps[: p.verify_top_k])
+            checks = self.verify(features, hyps[: p.verify_top_k], p.verify_stop_probability)
             passed = [c for c in checks if c.verified]
             if passed:
                 winner = max(passed, key=lambda c: (c.inliers, -c.rank))
@@ -515,7 +528,7 @@ class Localizer:
 
     def _probability(self, score: float, inliers: int | None, margin: float = 0.0) -> float:
         cal = self.calibration
-        prob = cal.probability(score, inliers) if cal is not None else None
+        prob = cal.probability(score, inliers, self.params.verify_top_k) if cal is not None else None
         if prob is not None:
             return prob
         if inliers is not None:

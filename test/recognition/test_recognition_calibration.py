@@ -24,6 +24,7 @@ from netvlad_ros.recognition.calibration import (
     CalibrationError,
     calibrate,
     calibration_problem,
+    tail_survival,
     upper_threshold,
 )
 from netvlad_ros.recognition.features import FeatureExtractor
@@ -165,7 +166,6 @@ def _fake_calibration() -> Calibration:
         candidate_inliers=tuple((i, 0) for i in range(rows)),
         positive_scores=(0.8,) * 10,
         positive_inliers=(200,) * 10,
-        verified_model=None,
         retrieval_model=None,
     )
 
@@ -177,6 +177,22 @@ def test_fake_calibration_thresholds_follow_the_rule() -> None:
     assert cal.min_score(0.01) == pytest.approx(0.598 + 1e-4)
     low = replace(cal, candidate_inliers=tuple((0, 0) for _ in range(100)))
     assert low.min_inliers(0.01) == MIN_AUTO_INLIERS  # never below the floor
+
+
+def test_verified_probability_is_the_tail_posterior_and_coherent_with_the_threshold() -> None:
+    cal = _fake_calibration()
+    # wrong winners 0..99: tail scale = mean(99..80) - 79 = 10.5; same-place median m = 200
+    # p = 1 / (1 + m S(n) / beta): S(50) = 0.5 (empirical); beyond 99, S(n) = exp(-(n - 100) / 10.5) / 100
+    assert cal.probability(0.0, 50) == pytest.approx(1 / (1 + 200 * 0.5 / 10.5))  # 0.095
+    assert cal.probability(0.0, 100) == pytest.approx(1 / (1 + 200 * 0.01 / 10.5))  # 0.840
+    assert cal.probability(0.0, 121) == pytest.approx(1 / (1 + 200 * math.exp(-2) / 100 / 10.5))  # 0.975
+    # at the threshold of a rate r beyond the samples, S = r: p = 1 / (1 + r m / beta)
+    t = upper_threshold(cal.negative_winner_inliers(), 0.001, 1.0)
+    assert tail_survival(cal.negative_winner_inliers(), t, 1.0) == pytest.approx(0.001)
+    assert cal.probability(0.0, t) == pytest.approx(1 / (1 + 0.001 * 200 / 10.5))
+    # no score model, no same-place inliers: no probability (the localizer falls back)
+    assert cal.probability(0.9) is None
+    assert replace(cal, positive_inliers=()).probability(0.0, 100) is None
 
 
 # ---------------------------------------------------------------------- storage
@@ -249,3 +265,15 @@ def test_require_verification_needs_candidates_to_verify() -> None:
 
     with pytest.raises(RecognitionParamError, match="verify_top_k"):
         LocalizerParams(verify_top_k=0).validate()
+
+
+def test_verification_stops_early_once_a_candidate_is_certain(street) -> None:
+    # both keyframes hold the query's own place; the first verifies with 276 inliers (measured),
+    # far above the 96 at which the fallback probability reaches 0.999, so the second is skipped
+    db = make_db([scored(0.90, 1), scored(0.80, 2)], [0.0, 1.0], [street["same"], street["same"]])
+    r = Localizer(db).localize(QUERY, 0.0, features=street["query"])
+    assert r.accepted and [c.keyframe_id for c in r.checks] == [0] and r.confidence >= 0.999
+    every = Localizer(db, LocalizerParams(verify_stop_probability=0.0)).localize(
+        QUERY, 0.0, features=street["query"]
+    )
+    assert every.accepted and [c.keyframe_id for c in every.checks] == [0, 1]
