@@ -6,9 +6,11 @@
 - ``calibrate`` / ``Calibration``: thresholds and the probability of "same place" from the
   map's own poses (weak supervision), stored in the map's manifest.
 - ``LoopClosureDetector`` / ``LoopClosureParams``: exclusion window, islands,
-  temporal consistency, optional geometric verification, a reason for every reject.
-- ``GeometricVerifier`` / ``GeometryParams``: ORB/SIFT + ratio test + RANSAC
-  (essential matrix with intrinsics, fundamental matrix otherwise).
+  temporal consistency, geometric verification with the map's features, agreement with
+  odometry, the body-frame relative pose and covariance, a reason for every reject.
+- ``FeatureExtractor`` / ``FeatureParams``: ORB/SIFT keypoints (+ depth) per keyframe.
+- ``GeometricVerifier`` / ``GeometryParams`` / ``Verification``: ratio + mutual matching,
+  RANSAC PnP (depth), essential (intrinsics) or fundamental matrix; inliers, ratio, spread.
 - ``RecognitionSession`` / ``SessionParams``: the per-frame rules of the node (modes,
   keyframe gating, time going backwards, stale frames), shared by the node, eval-map
   and the demo.
@@ -23,7 +25,8 @@ from netvlad_ros.recognition.calibration import (
     calibrate,
     calibration_problem,
 )
-from netvlad_ros.recognition.geometry import GeometricResult, GeometricVerifier, GeometryParams, ImageFeatures
+from netvlad_ros.recognition.features import FeatureExtractor, FeatureParams
+from netvlad_ros.recognition.geometry import GeometricVerifier, GeometryParams, Verification
 from netvlad_ros.recognition.localizer import (
     CandidateCheck,
     LocalizationReason,
@@ -33,11 +36,11 @@ from netvlad_ros.recognition.localizer import (
     LocalizerThresholds,
 )
 from netvlad_ros.recognition.loop_closure import (
-    FeatureStore,
     LoopClosure,
     LoopClosureDetector,
     LoopClosureParams,
     LoopClosureResult,
+    OdometryCheckParams,
     RejectedCandidate,
     RejectReason,
 )
@@ -67,16 +70,15 @@ __all__ = [
     "CalibrationError",
     "CalibrationParams",
     "CandidateCheck",
-    "FeatureStore",
+    "FeatureExtractor",
+    "FeatureParams",
     "FrameEvent",
     "FramePlan",
     "FrameResult",
     "FrameStatus",
-    "GeometricResult",
     "GeometricVerifier",
     "GeometryParams",
     "Hypothesis",
-    "ImageFeatures",
     "KeyframeOrder",
     "LocalizationReason",
     "LocalizationResult",
@@ -87,6 +89,7 @@ __all__ = [
     "LoopClosureDetector",
     "LoopClosureParams",
     "LoopClosureResult",
+    "OdometryCheckParams",
     "Place",
     "RecognitionParamError",
     "RecognitionSession",
@@ -95,6 +98,7 @@ __all__ = [
     "SaveResult",
     "SequenceMatcher",
     "SessionParams",
+    "Verification",
     "calibrate",
     "calibration_problem",
     "cluster_hypotheses",

@@ -1,9 +1,11 @@
-"""Loop-closure detection over a growing map (DBoW2 / DLoopDetector scheme on NetVLAD).
+"""Loop-closure detection over a growing map (DBoW2 / DLoopDetector scheme on NetVLAD),
+verified geometrically and against odometry, with the relative pose a SLAM back end needs.
 
-Contract: the caller adds the keyframe (pose, descriptor) to the ``MapDatabase``
-first, then calls ``LoopClosureDetector.process`` with the id ``db.add`` returned,
-the same stamp and descriptor, and optionally the image. Keyframes must be
-processed in stamp order.
+Contract: the caller adds the keyframe (pose, descriptor, **local features**) to the
+``MapDatabase`` first (``db.add([kf], desc, features=[...])``), then calls
+``LoopClosureDetector.process`` with the id ``db.add`` returned and the same stamp and
+descriptor. Keyframes must be processed in stamp order. In slam mode the keyframes' stored
+poses are the odometry (``T_odom_body``).
 
 Per keyframe:
 1. Retrieve the ``top_k`` most similar *older* keyframes, leaving out the last
@@ -18,24 +20,44 @@ Per keyframe:
    consecutive keyframes must overlap (after widening by
    ``consistency_max_gap`` keyframes), as a real revisit keeps matching the same
    stretch of the map while a false match rarely persists.
-5. Optional geometric verification (``geometry.GeometricVerifier``) of the best
-   members of the island, best score first, up to ``max_verified_candidates``;
-   the first that passes is the loop closure.
+5. Geometric verification (``geometry.GeometricVerifier``) of the island's best members,
+   best score first, up to ``max_verified_candidates``, with the features stored in the
+   map (``db.features``): inliers, inlier ratio and spread must all pass.
+6. Odometry agreement (``odometry_check``): the verified relative pose must agree with
+   the odometry between the two keyframes (their stored poses) within
+   ``translation_m + translation_per_m * d`` and ``rotation_deg + rotation_deg_per_m * d``,
+   ``d`` the distance travelled from the match to the query along this detector's
+   keyframes. Scale-free poses (essential matrix) are checked on rotation and translation
+   direction. A match this detector has not seen being added (a keyframe of a loaded map:
+   another session, another odometry frame) cannot be checked and is accepted on geometry
+   alone (``LoopClosure.odometry_checked`` False). A pair without a relative pose
+   (fundamental matrix: no intrinsics) is not checked either.
+   The first candidate that passes is the loop closure.
+
+Relative pose: ``LoopClosure.T_match_query`` = pose of the query keyframe's body in the
+match keyframe's body (``between(x_match, x_query)``), from the verifier's optical-frame
+pose through the camera extrinsic ``T_body_optical``:
+``T_match_query = T_body_optical @ T_match_query_optical @ inv(T_body_optical)``; its
+covariance is moved with the same transform (ROS order, the match body frame's axes).
 
 Every candidate that is not accepted is returned with the reason, for tuning.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from netvlad_ros.config import check_fields, param
-from netvlad_ros.recognition.geometry import GeometricVerifier, GeometryParams, ImageFeatures
+from netvlad_ros.mapdb import MapDatabase
+from netvlad_ros.mapdb.features import KeyframeFeatures
+from netvlad_ros.recognition.geometry import GeometricVerifier, GeometryParams, Verification
 from netvlad_ros.recognition.places import KeyframeOrder, RecognitionParamError
+from netvlad_ros.sensors.camera import DEFAULT_BODY_FROM_OPTICAL, body_from_optical_matrix
 
 
 class RejectReason(str, Enum):
@@ -45,23 +67,62 @@ class RejectReason(str, Enum):
     BELOW_MIN_SCORE = "below_min_score"
     NOT_IN_BEST_ISLAND = "not_in_best_island"
     NOT_TEMPORALLY_CONSISTENT = "not_temporally_consistent"
-    GEOMETRY_UNAVAILABLE = "geometry_unavailable"  # no stored features for the query or the match
-    GEOMETRIC_VERIFICATION_FAILED = "geometric_verification_failed"
+    # no stored features (detail no_features / no_query_features) or features that cannot
+    # be compared (detail feature_kind_mismatch)
+    GEOMETRY_UNAVAILABLE = "geometry_unavailable"
+    GEOMETRIC_VERIFICATION_FAILED = "geometric_verification_failed"  # too few matches / inliers, no model
+    LOW_INLIER_RATIO = "low_inlier_ratio"
+    LOW_SPREAD = "low_spread"
+    ODOMETRY_DISAGREES = "odometry_disagrees"
     NOT_SELECTED = "not_selected"  # another member of the island was accepted or the budget ran out
 
 
 _BIG = 1e9  # "no upper bound" for a declared range
+_VERIFICATION_REJECTS = {
+    "low_inlier_ratio": RejectReason.LOW_INLIER_RATIO,
+    "low_spread": RejectReason.LOW_SPREAD,
+    "feature_kind_mismatch": RejectReason.GEOMETRY_UNAVAILABLE,
+}
+
+
+@dataclass
+class OdometryCheckParams:
+    """How far a loop closure's relative pose may disagree with odometry (``loop_closure.odometry_check.*``).
+
+    Bounds grow with the distance ``d`` travelled from the match to the query:
+    translation ``translation_m + translation_per_m * d`` (metres), rotation
+    ``rotation_deg + rotation_deg_per_m * d``. Defaults: docs/recognition.md ("Odometry check").
+    """
+
+    enabled: bool = param(True, "reject loop closures whose relative pose disagrees with odometry")
+    translation_m: float = param(
+        1.0, "translation disagreement allowed at zero distance (m)", range=(0.0, _BIG)
+    )
+    translation_per_m: float = param(
+        0.1, "translation disagreement allowed per metre travelled since the match", range=(0.0, 10.0)
+    )
+    rotation_deg: float = param(
+        5.0, "rotation disagreement allowed at zero distance (deg)", range=(0.0, 180.0)
+    )
+    rotation_deg_per_m: float = param(
+        0.1, "rotation disagreement allowed per metre travelled since the match (deg/m)", range=(0.0, 180.0)
+    )
+
+    def bounds(self, travelled_m: float) -> tuple[float, float]:
+        """(translation m, rotation deg) allowed after ``travelled_m`` metres."""
+        return (
+            self.translation_m + self.translation_per_m * travelled_m,
+            self.rotation_deg + self.rotation_deg_per_m * travelled_m,
+        )
 
 
 @dataclass
 class LoopClosureParams:
     """Loop-closure thresholds; defaults and the measurements behind them: docs/recognition.md.
 
-    ``temporal_consistency`` 1 disables the consistency check;
-    ``geometric_verification`` False accepts the best member of a consistent
-    island without images. ``feature_store_size`` bounds how many keyframes keep
-    their local features (oldest evicted first; a match without features fails
-    verification with ``geometry_unavailable``).
+    ``temporal_consistency`` 1 disables the consistency check; ``geometric_verification``
+    False accepts the best member of a consistent island without local features (no
+    relative pose, no odometry check).
     """
 
     top_k: int = param(20, "older keyframes retrieved per keyframe", range=(1, 1000))
@@ -75,12 +136,10 @@ class LoopClosureParams:
         1, "consecutive keyframes whose islands must overlap (1 = off)", range=(1, 1000)
     )
     consistency_max_gap: int = param(3, "widening (keyframes) when comparing islands", range=(0, 100000))
-    geometric_verification: bool = param(True, "verify with local features + RANSAC")
+    geometric_verification: bool = param(True, "verify with the map's local features + RANSAC")
     max_verified_candidates: int = param(3, "island members verified at most", range=(1, 1000))
-    feature_store_size: int = param(
-        10000, "keyframes whose local features are kept in memory", range=(1, 100_000_000), read_only=True
-    )
     geometry: GeometryParams = field(default_factory=GeometryParams)
+    odometry_check: OdometryCheckParams = field(default_factory=OdometryCheckParams)
 
     def validate(self) -> None:
         """Raise RecognitionParamError naming the first invalid field."""
@@ -108,9 +167,14 @@ class RejectedCandidate:
 class LoopClosure:
     """An accepted loop closure between the query keyframe and an older one.
 
-    ``inliers``/``rotation``/``translation_direction`` come from geometric
-    verification (None when it is off; rotation and direction need intrinsics),
-    with the convention of ``GeometricVerifier.verify`` (query = first view).
+    From geometric verification (None / NaN when it is off): ``inliers``, ``inlier_ratio``,
+    ``spread``, ``model`` ("pnp" | "essential" | "fundamental"), ``T_match_query`` (4x4,
+    body frames: the query keyframe's body in the match keyframe's body; translation a unit
+    direction when ``scale_known`` is False; None for a fundamental matrix), ``covariance``
+    (6x6, ROS order [x y z roll pitch yaw], the match body frame's axes; the translation
+    block of a scale-free pose is a large constant). ``odometry_checked``: the pose was
+    compared with odometry (``odometry_error`` = (translation m or translation-direction
+    deg for scale-free, rotation deg), ``travelled_m`` the distance since the match).
     ``island`` is the (first, last) match id of the winning island in stamp order.
     """
 
@@ -120,9 +184,16 @@ class LoopClosure:
     match_stamp: float
     score: float
     inliers: int | None = None
-    rotation: np.ndarray | None = field(default=None, repr=False)
-    translation_direction: np.ndarray | None = None
     island: tuple[int, int] | None = None
+    T_match_query: np.ndarray | None = field(default=None, repr=False)
+    covariance: np.ndarray | None = field(default=None, repr=False)
+    scale_known: bool = False
+    inlier_ratio: float | None = None
+    spread: float | None = None
+    model: str | None = None
+    odometry_checked: bool = False
+    odometry_error: tuple[float, float] | None = None
+    travelled_m: float | None = None
 
 
 @dataclass(frozen=True)
@@ -140,66 +211,126 @@ class LoopClosureResult:
         return self.accepted[0] if self.accepted else None
 
 
-class FeatureStore:
-    """Bounded keyframe id -> ImageFeatures map; evicts the oldest insertion first."""
+def optical_to_body(
+    t_opt: np.ndarray, cov_opt: np.ndarray | None, t_body_optical: np.ndarray, scale_known: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``T_match_query`` between optical frames -> between body frames, with its covariance.
 
-    def __init__(self, max_items: int) -> None:
-        if max_items < 1:
-            raise RecognitionParamError(f"FeatureStore max_items must be >= 1, got {max_items}")
-        self.max_items = int(max_items)
-        self._items: OrderedDict[int, ImageFeatures] = OrderedDict()
+    ``T_b = E T_o E^-1`` (``E = T_body_optical``). A perturbation ``(Exp(dr) R, t + dt)`` of
+    ``T_o`` (ROS order, match optical axes) is ``(R_E dr, R_E dt - R_E [w]x dr)`` of ``T_b``
+    with ``w = R_o (-R_E^T t_E)``, so ``cov_b = J cov_o J^T``. Scale-free poses (unit
+    translation) only rotate the direction: the extrinsic's translation has no scale to
+    combine with, so it is left out (exact for the default zero translation).
+    """
+    e = np.asarray(t_body_optical, dtype=np.float64)
+    r_e, t_e = e[:3, :3], e[:3, 3]
+    if scale_known:
+        t_b = e @ t_opt @ np.linalg.inv(e)
+        w = t_opt[:3, :3] @ (-r_e.T @ t_e)
+    else:
+        t_b = np.eye(4)
+        t_b[:3, :3] = r_e @ t_opt[:3, :3] @ r_e.T
+        t_b[:3, 3] = r_e @ t_opt[:3, 3]
+        w = np.zeros(3)
+    if cov_opt is None:
+        return t_b, None
+    jac = np.zeros((6, 6))
+    jac[:3, :3] = r_e
+    jac[3:, 3:] = r_e
+    jac[:3, 3:] = -r_e @ np.array([[0.0, -w[2], w[1]], [w[2], 0.0, -w[0]], [-w[1], w[0], 0.0]])
+    cov_b = jac @ np.asarray(cov_opt, dtype=np.float64) @ jac.T
+    return t_b, 0.5 * (cov_b + cov_b.T)
 
-    def put(self, keyframe_id: int, features: ImageFeatures) -> None:
-        self._items[int(keyframe_id)] = features
-        self._items.move_to_end(int(keyframe_id))
-        while len(self._items) > self.max_items:
-            self._items.popitem(last=False)
 
-    def get(self, keyframe_id: int) -> ImageFeatures | None:
-        return self._items.get(int(keyframe_id))
+def _pose(position: np.ndarray, quat: np.ndarray) -> np.ndarray:
+    out = np.eye(4)
+    out[:3, :3] = Rotation.from_quat(np.asarray(quat, dtype=np.float64)).as_matrix()
+    out[:3, 3] = np.asarray(position, dtype=np.float64)
+    return out
 
-    def __contains__(self, keyframe_id: object) -> bool:
-        return keyframe_id in self._items
 
-    def __len__(self) -> int:
-        return len(self._items)
+def _angle_deg(r: np.ndarray) -> float:
+    return float(np.degrees(Rotation.from_matrix(r).magnitude()))
 
-    @property
-    def nbytes(self) -> int:
-        return sum(f.nbytes for f in self._items.values())
+
+def odometry_disagreement(t_odom: np.ndarray, t_vis: np.ndarray, scale_known: bool) -> tuple[float, float]:
+    """(translation error, rotation error deg) of a visual ``T_match_query`` against odometry's.
+
+    Metric: ``|t_vis - t_odom|`` in metres. Scale-free: the angle in degrees between the
+    translation directions (NaN when the odometry translation is zero). Rotation: the angle
+    of ``R_odom^T R_vis``.
+    """
+    rot = _angle_deg(t_odom[:3, :3].T @ t_vis[:3, :3])
+    if scale_known:
+        return float(np.linalg.norm(t_vis[:3, 3] - t_odom[:3, 3])), rot
+    a, b = t_odom[:3, 3], t_vis[:3, 3]
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if na < 1e-9 or nb < 1e-9:
+        return math.nan, rot
+    return float(np.degrees(np.arccos(np.clip(a @ b / (na * nb), -1.0, 1.0)))), rot
 
 
 class LoopClosureDetector:
-    """Stateful loop-closure detector over a growing ``MapDatabase``."""
+    """Stateful loop-closure detector over a growing ``MapDatabase``.
 
-    def __init__(self, db, params: LoopClosureParams | None = None) -> None:
+    ``body_from_optical``: the camera extrinsic ``T_body_optical`` (4x4, or the 7 numbers
+    x y z qx qy qz qw of ``camera.body_from_optical``); default: the standard optical rotation.
+    """
+
+    def __init__(
+        self,
+        db: MapDatabase,
+        params: LoopClosureParams | None = None,
+        body_from_optical: np.ndarray | tuple[float, ...] | None = None,
+    ) -> None:
         self.params = params or LoopClosureParams()
         self.params.validate()
         self._db = db
         self._order = KeyframeOrder(db)
-        self.features = FeatureStore(self.params.feature_store_size)
+        e = np.asarray(
+            DEFAULT_BODY_FROM_OPTICAL if body_from_optical is None else body_from_optical, np.float64
+        )
+        self.T_body_optical = e if e.shape == (4, 4) else body_from_optical_matrix(e)
         self._verifier = (
             GeometricVerifier(self.params.geometry) if self.params.geometric_verification else None
         )
         self._prev_island: tuple[int, int] | None = None  # stamp-order positions of last best island
         self._prev_query_pos: int | None = None
         self._streak = 0
+        # distance travelled up to each keyframe this detector processed (one odometry chain)
+        self._travelled: dict[int, float] = {}
+        self._last_chain: tuple[int, np.ndarray] | None = None
 
     def reset(self) -> None:
-        """Forget the temporal-consistency state (features are kept)."""
+        """Forget the temporal-consistency state (the odometry chain is kept)."""
         self._prev_island = None
         self._prev_query_pos = None
         self._streak = 0
 
-    def add_image(self, keyframe_id: int, image: np.ndarray) -> None:
-        """Store local features of a keyframe's image (done by ``process`` when given one)."""
-        if self._verifier is not None:
-            self.features.put(keyframe_id, self._verifier.extract(image))
+    def break_odometry_chain(self) -> None:
+        """Odometry restarted (a new odom frame): keyframes so far cannot be checked against later ones."""
+        self._travelled.clear()
+        self._last_chain = None
 
-    def process(
-        self, keyframe_id: int, stamp: float, descriptor: np.ndarray, image: np.ndarray | None = None
-    ) -> LoopClosureResult:
-        """Look for a loop closure of keyframe ``keyframe_id`` (already in the map)."""
+    def set_params(self, params: LoopClosureParams) -> None:
+        """New thresholds from the next keyframe on (the odometry chain and streak are kept)."""
+        params.validate()
+        self.params = params
+        self._verifier = GeometricVerifier(params.geometry) if params.geometric_verification else None
+
+    def _chain_add(self, keyframe_id: int) -> None:
+        pos = self._db.positions([keyframe_id])[0]
+        if self._last_chain is None:
+            d = 0.0
+        else:
+            prev_id, prev_pos = self._last_chain
+            d = self._travelled[prev_id] + float(np.linalg.norm(pos - prev_pos))
+        self._travelled[keyframe_id] = d
+        self._last_chain = (keyframe_id, pos)
+
+    def process(self, keyframe_id: int, stamp: float, descriptor: np.ndarray) -> LoopClosureResult:
+        """Look for a loop closure of keyframe ``keyframe_id`` (already in the map with its
+        features: see the module docstring's contract)."""
         p = self.params
         keyframe_id = int(keyframe_id)
         stamp = float(stamp)
@@ -212,8 +343,7 @@ class LoopClosureDetector:
                 f"keyframe_id {keyframe_id} is not in the map: add it to the MapDatabase before process()"
             )
         qpos = self._order.position(keyframe_id)
-        if image is not None:
-            self.add_image(keyframe_id, image)
+        self._chain_add(keyframe_id)
 
         res = self._db.search(
             d[None, :], p.top_k + p.exclusion_keyframes + 1, exclude_newer_than=stamp - p.exclusion_seconds
@@ -268,47 +398,91 @@ class LoopClosureDetector:
             return self._result(keyframe_id, stamp, [lc], rejected)
 
         accepted: list[LoopClosure] = []
-        qfeat = self.features.get(keyframe_id)
+        qfeat = self._db.features(keyframe_id)
         for n, (i, s, _, st) in enumerate(members):
             if accepted or n >= p.max_verified_candidates:
                 rejected.append(RejectedCandidate(i, st, s, RejectReason.NOT_SELECTED))
                 continue
-            mfeat = self.features.get(i)
+            mfeat = self._db.features(i)
             if qfeat is None or mfeat is None:
-                which = "query" if qfeat is None else "match"
-                rejected.append(
-                    RejectedCandidate(
-                        i, st, s, RejectReason.GEOMETRY_UNAVAILABLE, detail=f"no_{which}_features"
-                    )
-                )
+                detail = "no_query_features" if qfeat is None else "no_features"
+                rejected.append(RejectedCandidate(i, st, s, RejectReason.GEOMETRY_UNAVAILABLE, detail=detail))
                 continue
-            g = self._verifier.verify(qfeat, mfeat)
-            if g.success:
-                accepted.append(
-                    LoopClosure(
-                        keyframe_id,
-                        i,
-                        stamp,
-                        st,
-                        s,
-                        g.inliers,
-                        g.rotation,
-                        g.translation_direction,
-                        (first, last),
-                    )
-                )
+            found, rej = self._check(keyframe_id, i, stamp, st, s, (first, last), qfeat, mfeat)
+            if found is not None:
+                accepted.append(found)
             else:
-                rejected.append(
-                    RejectedCandidate(
-                        i,
-                        st,
-                        s,
-                        RejectReason.GEOMETRIC_VERIFICATION_FAILED,
-                        inliers=g.inliers,
-                        detail=g.reason,
-                    )
-                )
+                assert rej is not None
+                rejected.append(rej)
         return self._result(keyframe_id, stamp, accepted, rejected)
+
+    def _check(
+        self,
+        qid: int,
+        mid: int,
+        stamp: float,
+        mstamp: float,
+        score: float,
+        island: tuple[int, int],
+        qfeat: KeyframeFeatures,
+        mfeat: KeyframeFeatures,
+    ) -> tuple[LoopClosure | None, RejectedCandidate | None]:
+        """Verify one candidate, then check it against odometry."""
+        assert self._verifier is not None
+        g: Verification = self._verifier.verify(qfeat, mfeat)
+        numbers = f"inliers={g.inliers} ratio={g.inlier_ratio:.2f} spread={g.spread:.2f} model={g.model}"
+        if not g.success:
+            reason = _VERIFICATION_REJECTS.get(g.reason or "", RejectReason.GEOMETRIC_VERIFICATION_FAILED)
+            return None, RejectedCandidate(mid, mstamp, score, reason, g.inliers, f"{g.reason}({numbers})")
+        t_mq = cov = None
+        if g.T_match_query_optical is not None:
+            t_mq, cov = optical_to_body(
+                g.T_match_query_optical, g.covariance, self.T_body_optical, g.scale_known
+            )
+        checked, err, travelled = False, None, None
+        oc = self.params.odometry_check
+        if oc.enabled and t_mq is not None and mid in self._travelled and qid in self._travelled:
+            travelled = self._travelled[qid] - self._travelled[mid]
+            kq, km = self._db.keyframe(qid), self._db.keyframe(mid)
+            t_odom = np.linalg.inv(_pose(km.position, km.orientation)) @ _pose(kq.position, kq.orientation)
+            err = odometry_disagreement(t_odom, t_mq, g.scale_known)
+            max_t, max_r = oc.bounds(travelled)
+            checked = True
+            problem = None
+            if err[1] > max_r:
+                problem = f"rotation {err[1]:.1f} deg > {max_r:.1f} deg"
+            elif g.scale_known and err[0] > max_t:
+                problem = f"translation {err[0]:.2f} m > {max_t:.2f} m"
+            elif not g.scale_known and math.isfinite(err[0]):
+                dist = float(np.linalg.norm(t_odom[:3, 3]))
+                if dist > max_t:  # the direction means something only beyond the translation bound
+                    max_dir = math.degrees(math.asin(min(1.0, max_t / dist))) + max_r
+                    if err[0] > max_dir:
+                        problem = f"translation direction {err[0]:.1f} deg > {max_dir:.1f} deg"
+            if problem is not None:
+                detail = f"{problem} after {travelled:.1f} m ({numbers})"
+                return None, RejectedCandidate(
+                    mid, mstamp, score, RejectReason.ODOMETRY_DISAGREES, g.inliers, detail
+                )
+        lc = LoopClosure(
+            qid,
+            mid,
+            stamp,
+            mstamp,
+            score,
+            g.inliers,
+            island,
+            t_mq,
+            cov,
+            g.scale_known,
+            g.inlier_ratio,
+            g.spread,
+            g.model,
+            checked,
+            err,
+            travelled,
+        )
+        return lc, None
 
     def _result(
         self, qid: int, stamp: float, accepted: list[LoopClosure], rejected: list[RejectedCandidate]

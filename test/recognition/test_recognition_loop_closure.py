@@ -55,10 +55,10 @@ class Run:
         self.det = LoopClosureDetector(self.db, p)
         self.t = 0.0
 
-    def step(self, desc: np.ndarray, image: np.ndarray | None = None):
+    def step(self, desc: np.ndarray):
         kf = Keyframe(stamp=self.t, frame_id="map", position=[self.t, 0, 0], orientation=[0, 0, 0, 1])
         kid = int(self.db.add([kf], desc[None])[0])
-        res = self.det.process(kid, self.t, desc, image)
+        res = self.det.process(kid, self.t, desc)
         self.t += 1.0
         return kid, res
 
@@ -157,7 +157,7 @@ def test_contract_violations_raise() -> None:
         run.det.process(0, 0.0, np.full(DIM, np.nan, np.float32))
     with pytest.raises(ValueError, match="exclusion_seconds"):
         LoopClosureDetector(run.db, params(exclusion_seconds=-1.0))
-    with pytest.raises(ValueError, match="min_inliers"):
+    with pytest.raises(ValueError, match="ratio"):
         p = params()
-        p.geometry.min_inliers = 2
+        p.geometry.ratio = 1.5  # a ratio test above 1 keeps every match
         LoopClosureDetector(run.db, p)

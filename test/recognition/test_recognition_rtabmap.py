@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from netvlad_ros.mapdb import Keyframe, MapDatabase
-from netvlad_ros.recognition import LoopClosureDetector, LoopClosureParams, RejectReason
+from netvlad_ros.recognition import FeatureExtractor, LoopClosureDetector, LoopClosureParams, RejectReason
 
 # test/recognition/<this file> -> parents[2] is the repository root; shared/ sits beside it.
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "rtabmap_samples"
@@ -45,16 +45,18 @@ def test_default_loop_closure_is_precise_with_high_recall(walk) -> None:
     images, descriptors, gt = walk
     db = MapDatabase.create(descriptors.shape[1], "rtabmap-samples")
     det = LoopClosureDetector(db, LoopClosureParams())
+    extractor = FeatureExtractor()  # default ORB features, no depth, no intrinsics (fundamental matrix)
     detections: list[tuple[int, int]] = []
     reasons: set[RejectReason] = set()
     for i, (img, d) in enumerate(zip(images, descriptors, strict=True)):
-        kid = int(db.add([Keyframe(stamp=float(i), frame_id="map")], d[None])[0])
+        feats = extractor.extract(img)
+        kid = int(db.add([Keyframe(stamp=float(i), frame_id="map")], d[None], features=[feats])[0])
         assert kid == i  # ids index the ground truth
-        res = det.process(kid, float(i), d, img)
+        res = det.process(kid, float(i), d)
         reasons |= {r.reason for r in res.rejected}
         for lc in res.accepted:
             assert lc.query_id == i and lc.match_stamp <= i - det.params.exclusion_seconds
-            assert lc.inliers is not None and lc.inliers >= det.params.geometry.min_inliers
+            assert lc.inliers is not None and lc.inliers >= det.params.geometry.effective_min_inliers
             detections.append((lc.query_id, lc.match_id))
 
     correct = [gt[i, j] for i, j in detections]
@@ -65,4 +67,6 @@ def test_default_loop_closure_is_precise_with_high_recall(walk) -> None:
     assert recall >= MEASURED_RECALL - 0.05, f"recall {recall:.3f}, measured {MEASURED_RECALL:.3f}"
     # the first half of the walk has no loop, so its candidates must be rejected, with reasons
     assert RejectReason.BELOW_MIN_SCORE in reasons
-    assert len(det.features) == 84 and det.features.nbytes < 84 * 1000 * 40
+    # 1000 ORB features = 8 KB keypoints + 32 KB descriptors per keyframe at most
+    assert db.count_with_features() == 84
+    assert sum(db.features(i).nbytes for i in range(84)) <= 84 * 1000 * 40
