@@ -52,11 +52,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from netvlad_ros.config import check_fields, param
-from netvlad_ros.mapdb import Keyframe, MapDatabase
+from netvlad_ros.mapdb import CameraIntrinsics, Keyframe, KeyframeFeatures, MapDatabase
 from netvlad_ros.mapdb.storage import save_snapshot
+from netvlad_ros.recognition.features import FeatureExtractor, FeatureParams
 from netvlad_ros.recognition.localizer import LocalizationResult, Localizer, LocalizerParams
 from netvlad_ros.recognition.loop_closure import LoopClosureDetector, LoopClosureParams, LoopClosureResult
 from netvlad_ros.recognition.places import RecognitionParamError
+from netvlad_ros.sensors.camera import CameraParams
+from netvlad_ros.sensors.errors import SensorError
 from netvlad_ros.sensors.poses import KeyframeParams, KeyframeSelector, PoseBuffer, PoseError, PoseOrderError
 
 __all__ = [
@@ -67,6 +70,7 @@ __all__ = [
     "FramePlan",
     "FrameResult",
     "FrameStatus",
+    "PreparedFrame",
     "RecognitionSession",
     "SaveResult",
     "SessionParams",
@@ -129,12 +133,19 @@ class SessionParams:
         1.0, "slam: a fix this close to the image stamp is stored with the keyframe", range=(0.0, 3600.0)
     )
     keyframe: KeyframeParams = field(default_factory=KeyframeParams)
+    features: FeatureParams = field(default_factory=FeatureParams)
+    camera: CameraParams = field(default_factory=CameraParams)
     localizer: LocalizerParams = field(default_factory=LocalizerParams)
     loop_closure: LoopClosureParams = field(default_factory=LoopClosureParams)
 
     def validate(self) -> None:
         """Raise RecognitionParamError naming the first invalid field."""
         check_fields(self, error=RecognitionParamError)
+        try:
+            self.camera.validate()
+        except SensorError as exc:
+            raise RecognitionParamError(str(exc)) from exc
+        self.features.validate()
         self.localizer.validate()
         self.loop_closure.validate()
 
@@ -166,10 +177,21 @@ class FramePlan:
     generation: int
     image: np.ndarray = field(repr=False)
     pose: tuple[np.ndarray, np.ndarray] | None = None  # slam: odometry position, quaternion
+    depth: np.ndarray | None = field(default=None, repr=False)  # aligned metres, NaN = unknown
+    camera: CameraIntrinsics | None = None  # the image's intrinsics (camera_info, else the fallback)
     latlonalt: tuple[float, float, float] | None = None
     frame_id: str = ""
     events: tuple[FrameEvent, ...] = ()
     started: float = 0.0  # time.perf_counter() at begin
+
+
+@dataclass(frozen=True)
+class PreparedFrame:
+    """What :meth:`RecognitionSession.prepare` made: the network input (None: the extractor has no
+    ``prepare``) and the image's local features (None when not needed)."""
+
+    net_input: Any
+    features: KeyframeFeatures | None
 
 
 @dataclass(frozen=True)
@@ -220,8 +242,9 @@ class RecognitionSession:
         self._generation = 0
         self._version = 0  # map changes made by this session (keyframes added)
         self._saved_version = 0
+        self._features = FeatureExtractor(self.params.features)
         self._localizer = Localizer(db, self.params.localizer)
-        self._detector = LoopClosureDetector(db, self.params.loop_closure)
+        self._detector = self._new_detector(db, self.params)
         self._gate = KeyframeSelector(self.params.keyframe)
         self._odom = PoseBuffer()
         self._odom_frame = ""
@@ -280,9 +303,13 @@ class RecognitionSession:
         with self._lock:
             self._db = db
             self._localizer = Localizer(db, self.params.localizer)
-            self._detector = LoopClosureDetector(db, self.params.loop_closure)
+            self._detector = self._new_detector(db, self.params)
             self._version = self._saved_version = 0
             self._restart()
+
+    @staticmethod
+    def _new_detector(db: MapDatabase, params: SessionParams) -> LoopClosureDetector:
+        return LoopClosureDetector(db, params.loop_closure, body_from_optical=params.camera.body_from_optical)
 
     def _restart(self) -> None:
         self._generation += 1
@@ -301,17 +328,9 @@ class RecognitionSession:
             if params.localizer != old.localizer:
                 self._localizer = Localizer(self._db, params.localizer)
             if params.loop_closure != old.loop_closure:
-                new, prev = params.loop_closure, old.loop_closure
-                if (new.geometric_verification, new.geometry, new.feature_store_size) != (
-                    prev.geometric_verification,
-                    prev.geometry,
-                    prev.feature_store_size,
-                ):
-                    self._detector = LoopClosureDetector(
-                        self._db, new
-                    )  # the verifier is built at construction
-                else:
-                    self._detector.params = new
+                self._detector.set_params(params.loop_closure)
+            if params.features != old.features:
+                self._features = FeatureExtractor(params.features)
             if params.keyframe != old.keyframe:
                 self._gate.configure(params.keyframe)
             if params.mode != self._mode:
@@ -362,15 +381,28 @@ class RecognitionSession:
         return best[1]
 
     # ------------------------------------------------------------------ frames
-    def process(self, stamp: float, image: np.ndarray) -> FrameResult:
-        """All four steps for one frame (``image``: uint8 BGR or gray, any size)."""
-        plan = self.begin(stamp, image)
+    def process(
+        self,
+        stamp: float,
+        image: np.ndarray,
+        depth: np.ndarray | None = None,
+        camera: CameraIntrinsics | None = None,
+    ) -> FrameResult:
+        """All four steps for one frame (``image``: uint8 BGR or gray, any size; optional aligned
+        ``depth`` in metres with NaN for unknown, and the image's ``camera`` intrinsics)."""
+        plan = self.begin(stamp, image, depth, camera)
         if isinstance(plan, FrameResult):
             return plan
         prepared = self.prepare(plan)
-        return self.finish(plan, self.describe(plan, prepared))
+        return self.finish(plan, self.describe(plan, prepared), prepared)
 
-    def begin(self, stamp: float, image: np.ndarray) -> FramePlan | FrameResult:
+    def begin(
+        self,
+        stamp: float,
+        image: np.ndarray,
+        depth: np.ndarray | None = None,
+        camera: CameraIntrinsics | None = None,
+    ) -> FramePlan | FrameResult:
         """Step 1: the mode and time rules. A FrameResult when the frame needs no network."""
         t = float(stamp)
         started = time.perf_counter()
@@ -394,7 +426,16 @@ class RecognitionSession:
                 self._localizer.reset()
             if mode == "localization":
                 self._last_stamp = t
-                return FramePlan(t, mode, self._generation, image, events=tuple(events), started=started)
+                return FramePlan(
+                    t,
+                    mode,
+                    self._generation,
+                    image,
+                    depth=depth,
+                    camera=camera,
+                    events=tuple(events),
+                    started=started,
+                )
             plan_generation = self._generation
             p = self.params
             deadline = time.monotonic() + p.odom_wait_s
@@ -420,25 +461,45 @@ class RecognitionSession:
                 plan_generation,
                 image,
                 pose,
+                depth,
+                camera,
                 self._fix_at(t),
                 self._odom_frame,
                 tuple(events),
                 started,
             )
 
-    def prepare(self, plan: FramePlan) -> Any:
-        """Step 2 (no lock held, any thread): the network input of the plan's image."""
-        prepare = getattr(self.extractor, "prepare", None)
-        return prepare([plan.image]) if prepare is not None else None
+    def prepare(self, plan: FramePlan) -> PreparedFrame:
+        """Step 2 (no lock held, any thread): the network input and the image's local features.
 
-    def describe(self, plan: FramePlan, prepared: Any = None) -> np.ndarray:
+        Local features (with depths sampled from ``plan.depth`` and the ``plan.camera``
+        intrinsics) are extracted for a keyframe (they are stored with it in the map) and for a
+        localization query when the localizer verifies its hypotheses.
+        """
+        prepare = getattr(self.extractor, "prepare", None)
+        net_input = prepare([plan.image]) if prepare is not None else None
+        features = None
+        if plan.mode == "slam" or self.params.localizer.verify_top_k > 0:
+            features = self._features.extract(plan.image, plan.depth, plan.camera)
+        return PreparedFrame(net_input, features)
+
+    def describe(self, plan: FramePlan, prepared: PreparedFrame | None = None) -> np.ndarray:
         """Step 3 (no lock held): the global descriptor (from :meth:`prepare`'s output when given)."""
-        run = self.extractor.run if prepared is not None else None  # type: ignore[attr-defined]
-        out = run(prepared) if run is not None else self.extractor([plan.image])
+        net_input = prepared.net_input if prepared is not None else None
+        run = self.extractor.run if net_input is not None else None  # type: ignore[attr-defined]
+        out = run(net_input) if run is not None else self.extractor([plan.image])
         return np.asarray(out[0], dtype=np.float32)
 
-    def finish(self, plan: FramePlan, descriptor: np.ndarray) -> FrameResult:
-        """Step 3: localize, or add the keyframe and look for loop closures, unless the frame is stale."""
+    def finish(
+        self, plan: FramePlan, descriptor: np.ndarray, prepared: PreparedFrame | None = None
+    ) -> FrameResult:
+        """Step 4: localize, or add the keyframe and look for loop closures, unless the frame is stale.
+
+        ``prepared``: :meth:`prepare`'s output (its local features); without it they are
+        extracted here (for callers that skip :meth:`prepare`).
+        """
+        if prepared is None:
+            prepared = self.prepare(plan)
         network_done = time.perf_counter()
         with self._lock:
             if plan.generation != self._generation:
@@ -451,7 +512,7 @@ class RecognitionSession:
                     plan.events,
                 )
             if plan.mode == "localization":
-                res = self._localizer.localize(descriptor, plan.stamp)
+                res = self._localizer.localize(descriptor, plan.stamp, features=prepared.features)
                 out = FrameResult(
                     plan.stamp,
                     plan.mode,
@@ -461,7 +522,7 @@ class RecognitionSession:
                     descriptor=descriptor,
                 )
             else:
-                out = self._add_keyframe(plan, descriptor)
+                out = self._add_keyframe(plan, descriptor, prepared.features)
         done = time.perf_counter()
         out.timings_ms.update(
             network=(network_done - plan.started) * 1e3 if plan.started else math.nan,
@@ -469,7 +530,9 @@ class RecognitionSession:
         )
         return out
 
-    def _add_keyframe(self, plan: FramePlan, descriptor: np.ndarray) -> FrameResult:
+    def _add_keyframe(
+        self, plan: FramePlan, descriptor: np.ndarray, features: KeyframeFeatures | None
+    ) -> FrameResult:
         assert plan.pose is not None
         position, orientation = plan.pose
         if not self._gate.is_due(plan.stamp, position, orientation):  # another frame in flight took it
@@ -482,12 +545,11 @@ class RecognitionSession:
             latlonalt=plan.latlonalt,
             source="netvlad_localizer",
         )
-        kid = int(self._db.add([kf], descriptor[None, :])[0])
+        kid = int(self._db.add([kf], descriptor[None, :], features=[features])[0])
         self._gate.take(plan.stamp, position, orientation)
         self._last_stamp = plan.stamp
         self._version += 1
-        verify = self._detector.params.geometric_verification
-        res = self._detector.process(kid, plan.stamp, descriptor, image=plan.image if verify else None)
+        res = self._detector.process(kid, plan.stamp, descriptor)
         positions: dict[int, np.ndarray] = {}
         if res.accepted:
             ids = [kid] + [lc.match_id for lc in res.accepted]

@@ -26,6 +26,7 @@ Interface (topics, services, parameters, QoS, fields): docs/node.md.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -45,11 +46,12 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import CompressedImage, Image, NavSatFix, NavSatStatus, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, NavSatFix, NavSatStatus, PointCloud2
+from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 from visualization_msgs.msg import MarkerArray
 
-from netvlad_ros.mapdb import MapDatabase, MapError
+from netvlad_ros.mapdb import CameraIntrinsics, MapDatabase, MapError
 from netvlad_ros.model import DescriptorExtractor, ModelFileError
 from netvlad_ros.recognition import FramePlan, FrameResult, FrameStatus, RecognitionSession
 from netvlad_ros.recognition.session import SESSION_REASONS
@@ -63,6 +65,13 @@ from netvlad_ros.ros.conversions import (
 from netvlad_ros.ros.params import PARAMS, NodeConfig, check_values, descriptor, node_config, ros_value
 from netvlad_ros.ros.qos import latched_qos, qos_from_name
 from netvlad_ros.ros.runner import StartupError
+from netvlad_ros.sensors.camera import (
+    CAMERA_ERROR_REASONS,
+    CameraInfoError,
+    intrinsics_for_image,
+    intrinsics_from_camera_info,
+)
+from netvlad_ros.sensors.depth import DEPTH_ERROR_REASONS, DepthPairer
 from netvlad_ros.sensors.image_codec import DECODE_ERROR_REASONS
 
 __all__ = ["NODE_NAME", "REJECT_REASONS", "LocalizeNode"]
@@ -70,7 +79,13 @@ __all__ = ["NODE_NAME", "REJECT_REASONS", "LocalizeNode"]
 NODE_NAME = "netvlad_localizer"
 
 #: Every reason an input can be rejected for (diagnostics key ``rejected.<reason>``).
-REJECT_REASONS: tuple[str, ...] = (*DECODE_ERROR_REASONS, *SESSION_REASONS, "internal_error")
+REJECT_REASONS: tuple[str, ...] = (
+    *DECODE_ERROR_REASONS,
+    *SESSION_REASONS,
+    *CAMERA_ERROR_REASONS,
+    *DEPTH_ERROR_REASONS,
+    "internal_error",
+)
 
 _LATENCY_WINDOW = 500
 
@@ -100,8 +115,10 @@ class LocalizeNode(Node):
         self._values = values  # executor callbacks only
         self._cfg: NodeConfig = node_config(values)  # replaced as a whole; the worker reads it lock-free
 
-        extractor = self._load_model()
-        self._session = RecognitionSession(extractor, self._load_initial_map(extractor), self._cfg.session)
+        self._extractor = self._load_model()
+        self._session = RecognitionSession(
+            self._extractor, self._load_initial_map(self._extractor), self._cfg.session
+        )
 
         # statistics (guarded by _stats_lock; the executor and the worker both write)
         self._stats_lock = threading.Lock()
@@ -112,6 +129,9 @@ class LocalizeNode(Node):
         self._last_diag = (time.monotonic(), 0, 0)
         self._last_save = time.monotonic()
         self._map_dirty = True
+
+        self._camera: CameraIntrinsics | None = None  # from the newest valid camera_info
+        self._depth = DepthPairer(self._cfg.depth)
 
         # newest unprocessed image (executor -> prepare stage) and newest prepared frame
         # (prepare stage -> network stage): one slot each, the latest-frame policy at both
@@ -130,6 +150,11 @@ class LocalizeNode(Node):
         self._kf_pub = self.create_publisher(PointCloud2, "~/map_keyframes", latched_qos(1))
         self._marker_pub = self.create_publisher(MarkerArray, "~/markers", reliable)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", reliable)
+        self._lio_pub = (
+            self.create_publisher(Float64MultiArray, "lio_loop/loop_closure_detection", reliable)
+            if self._cfg.node.publish_lio_sam_loops
+            else None
+        )
 
         n = self._cfg.node
         image_qos = qos_from_name(n.image_qos, n.image_qos_depth)
@@ -145,6 +170,15 @@ class LocalizeNode(Node):
         self.create_subscription(
             NavSatFix, "fix", self._on_fix, qos_from_name("sensor_data", 10), callback_group=inputs
         )
+        # Optional: the camera model and aligned depth (metric loop closures, verification).
+        self.create_subscription(
+            CameraInfo,
+            "camera_info",
+            self._on_camera_info,
+            qos_from_name("sensor_data", 5),
+            callback_group=inputs,
+        )
+        self.create_subscription(Image, "depth", self._on_depth, image_qos, callback_group=inputs)
         self.create_service(Trigger, "~/save_map", self._srv_save_map, callback_group=saver)
         self.create_service(Trigger, "~/reload_map", self._srv_reload_map, callback_group=services)
         self.create_service(SetBool, "~/set_slam_mode", self._srv_set_slam_mode, callback_group=services)
@@ -168,7 +202,7 @@ class LocalizeNode(Node):
 
     def ready_message(self) -> str:
         """The "ready" log line (logged by the runner once the executor exists)."""
-        ex = self._session.extractor
+        ex = self._extractor
         status = self._session.status()
         return (
             f"ready: mode={status['mode']}, map={status['map_size']} keyframes "
@@ -271,6 +305,44 @@ class LocalizeNode(Node):
         if event is not None:
             self._reject(event.reason, event.text)
 
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        try:
+            camera = intrinsics_from_camera_info(msg.k, msg.d, msg.distortion_model, msg.width, msg.height)
+        except CameraInfoError as exc:
+            self._reject(exc.reason, f"ignored camera_info: {exc}")
+            return
+        except Exception as exc:
+            self._reject("camera_bad_matrix", f"ignored camera_info: {exc}")
+            return
+        self._camera = camera
+
+    def _on_depth(self, msg: Image) -> None:
+        try:
+            self._depth.add(stamp_to_sec(msg.header.stamp), msg)
+        except Exception as exc:
+            self._reject("depth_malformed", f"ignored depth image: {exc}")
+
+    def _camera_for(self, width: int, height: int) -> CameraIntrinsics | None:
+        """The intrinsics of an image of this size: camera_info (scaled to a resize), else the fallback."""
+        camera = self._camera
+        if camera is not None:
+            try:
+                return intrinsics_for_image(camera, width, height)
+            except CameraInfoError as exc:
+                self._reject(exc.reason, f"camera_info not used: {exc}")
+        return self._cfg.session.camera.intrinsics(width, height)
+
+    def _depth_for(self, stamp: float, width: int, height: int) -> np.ndarray | None:
+        """The aligned depth of an image, or None (why is counted) when depth is being published."""
+        if not len(self._depth):
+            return None  # no depth stream: not an error
+        found = self._depth.lookup(stamp, width, height)
+        if found.depth is None:
+            self._reject(
+                found.reason or "depth_missing", f"no depth for the image at {stamp:.3f}: {found.detail}"
+            )
+        return found.depth
+
     # ------------------------------------------------------------------ the worker stages
     def _stage(self, name: str, take: Callable[[], Any], work: Callable[[Any], None]) -> None:
         """Run ``work`` on each item ``take`` returns until it returns None (the slot is closed)."""
@@ -299,6 +371,10 @@ class LocalizeNode(Node):
         if isinstance(plan, FrameResult):  # rejected, or not a keyframe: no network
             self._finish_frame(plan, msg.header.stamp, received, cfg, {"decode": (t1 - t0) * 1e3})
             return
+        h, w = bgr.shape[:2]
+        plan = dataclasses.replace(
+            plan, camera=self._camera_for(w, h), depth=self._depth_for(plan.stamp, w, h)
+        )
         prepared = self._session.prepare(plan)
         t2 = time.perf_counter()
         timings = {"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3}
@@ -316,7 +392,7 @@ class LocalizeNode(Node):
     def _finish(self, described: tuple[_Prepared, np.ndarray]) -> None:
         """Stage 3: the map (search, verification, keyframes, loop closures) and publishing."""
         item, descriptor = described
-        res = self._session.finish(item.plan, descriptor)
+        res = self._session.finish(item.plan, descriptor, item.prepared)
         self._finish_frame(res, item.stamp_msg, item.received, self._cfg, item.timings)
 
     def _finish_frame(
@@ -374,6 +450,9 @@ class LocalizeNode(Node):
             return
         frame = cfg.node.map_frame
         self._lc_pub.publish(messages.loop_closures_table(closures, stamp_msg, frame))
+        if self._lio_pub is not None:
+            for lc in closures:
+                self._lio_pub.publish(messages.lio_sam_loop_msg(lc))
         if cfg.node.publish_markers:
             markers = messages.loop_closure_markers(closures, res.loop_positions, stamp_msg, frame)
             self._marker_pub.publish(messages.marker_array(markers))
@@ -391,7 +470,7 @@ class LocalizeNode(Node):
             self._last_diag = (now, s["received"], s["processed"])
         dt = max(now - t0, 1e-6)
         status = self._session.status()
-        ex = self._session.extractor
+        ex = self._extractor
         values: dict[str, Any] = {
             "mode": status["mode"],
             "input_rate_hz": (s["received"] - rec0) / dt,
@@ -479,7 +558,7 @@ class LocalizeNode(Node):
             response.success, response.message = False, "no map_path parameter set"
             return response
         try:
-            db = self._read_map(path, self._session.extractor)  # outside any lock: frames keep flowing
+            db = self._read_map(path, self._extractor)  # outside any lock: frames keep flowing
             self._session.replace_map(db)
         except (MapError, OSError, ValueError) as exc:
             response.success, response.message = False, f"cannot load map {path} (old map kept): {exc}"
@@ -515,10 +594,8 @@ class LocalizeNode(Node):
             self.get_logger().info(f"mode switched to {self._cfg.session.mode}")
         if self._cfg.node.map_frame != old.node.map_frame:
             self._map_dirty = True
-        if self._cfg.extractor.max_side != old.extractor.max_side and hasattr(
-            self._session.extractor, "max_side"
-        ):
-            self._session.extractor.max_side = self._cfg.extractor.max_side
+        if self._cfg.extractor.max_side != old.extractor.max_side and hasattr(self._extractor, "max_side"):
+            self._extractor.max_side = self._cfg.extractor.max_side
         return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------ shutdown
@@ -582,6 +659,9 @@ class _Prepared:
 
 def _from_ros(kind: str, value: Any) -> Any:
     """A parameter value as the params dataclasses hold it (DOUBLE_ARRAY lists become tuples)."""
-    if kind == "float_array" and value is not None:
-        return tuple(float(v) for v in value)
-    return value
+    if kind == "float_array":
+        if value is None:
+            return ()  # `[]` in YAML arrives untyped
+        if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) for v in value):
+            return tuple(float(v) for v in value)
+    return value  # anything else: check_values refuses it, naming the parameter

@@ -35,6 +35,7 @@ from netvlad_ros.model.extractor import ExtractorParams
 from netvlad_ros.recognition.session import MODES, SessionParams
 from netvlad_ros.resources import shared_file
 from netvlad_ros.ros.qos import QOS_NAMES
+from netvlad_ros.sensors.depth import DepthParams
 
 __all__ = [
     "MODES",
@@ -88,6 +89,12 @@ class NodeParams:
         choices=("full_range", "minmax"),
     )
     map_frame: str = param("map", "frame_id of ~/pose, ~/hypotheses, ~/map_keyframes and ~/markers")
+    publish_lio_sam_loops: bool = param(
+        False,
+        "also publish each loop closure as std_msgs/Float64MultiArray [t_query, t_match] on "
+        "lio_loop/loop_closure_detection (LIO-SAM's external loop input)",
+        read_only=True,
+    )
     publish_markers: bool = param(True, "publish ~/markers (best match, loop-closure lines)")
     diagnostics_period_s: float = param(
         1.0, "period of /diagnostics and of ~/map_keyframes updates", read_only=True, range=(0.05, 3600.0)
@@ -112,6 +119,7 @@ NODE_EXTRACTOR_PARAMS = ("device", "runtime", "fp16", "threads", "max_side")
 
 PARAMS: tuple[ParamSpec, ...] = (
     *specs(NodeParams),
+    *specs(DepthParams, "depth."),
     *(s for s in specs(ExtractorParams) if s.name in NODE_EXTRACTOR_PARAMS),
     *specs(SessionParams),
 )
@@ -127,6 +135,7 @@ class NodeConfig:
     node: NodeParams
     extractor: ExtractorParams
     session: SessionParams
+    depth: DepthParams
 
 
 def defaults() -> dict[str, Any]:
@@ -137,6 +146,10 @@ def defaults() -> dict[str, Any]:
 def descriptor(spec: ParamSpec) -> ParameterDescriptor:
     """The rcl_interfaces descriptor (description, range, read_only) of one parameter."""
     desc = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
+    if spec.kind == "float_array":
+        # A list of numbers may arrive as a double array, an integer array, or (written `[]`
+        # in YAML, or an empty default) with no type at all; values are checked by check_values.
+        desc.dynamic_typing = True
     if spec.choices:
         desc.additional_constraints = "one of: " + ", ".join(spec.choices)
     if spec.range is not None:
@@ -162,6 +175,7 @@ def node_config(values: dict[str, Any]) -> NodeConfig:
         build(NodeParams, values),
         build(ExtractorParams, extractor_values),
         build(SessionParams, values),
+        build(DepthParams, values, "depth."),
     )
 
 
@@ -177,6 +191,7 @@ def check_values(values: dict[str, Any]) -> str | None:
         check_fields(cfg.node)
         cfg.extractor.validate()
         cfg.session.validate()
+        cfg.depth.validate()
     except ConfigError as exc:
         return str(exc)
     return None

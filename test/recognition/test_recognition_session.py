@@ -95,13 +95,16 @@ def test_a_new_threshold_reaches_the_localizer(gated, scenes):
     """The same image is accepted at min_score 0 and refused at 0.9999 (it scores < 1 on a neighbour)."""
     session = RecognitionSession(gated, scene_map(gated, scenes), SessionParams())
     query = make_scene(3, 240, 320)[:, ::-1].copy()  # mirrored scene 3: similar, not identical
+    # The map has no local features: unverified places, accepted on the score thresholds only.
     lenient = SessionParams()
-    lenient.localizer.min_score, lenient.localizer.min_confidence = 0.0, 0.0
+    lenient.localizer.require_verification = False
+    lenient.localizer.min_score, lenient.localizer.min_margin = -0.99, 1e-6  # explicit, not 0 = auto
     session.configure(lenient)
     first = session.process(1.0, query).localization
     assert first.accepted
     strict = SessionParams()
-    strict.localizer.min_score, strict.localizer.min_confidence = 0.9999, 0.0
+    strict.localizer.require_verification = False
+    strict.localizer.min_score, strict.localizer.min_margin = 0.9999, 1e-6
     session.configure(strict)
     second = session.process(2.0, query).localization
     assert not second.accepted and second.reason.value == "below_min_score"

@@ -239,13 +239,15 @@ def node_map_positions(n: int):
 def node_map(tmp_path_factory: pytest.TempPathFactory, small_model: Path, scenes: list) -> dict:
     """A real map of the twelve ``scenes`` (real DescriptorExtractor on ``small_model``), saved to tmp.
 
-    Keyframe ``i`` (id ``i``) is scene ``i`` at :func:`node_map_positions` ``[i]``, stamp ``1000 + i``.
+    Keyframe ``i`` (id ``i``) is scene ``i`` at :func:`node_map_positions` ``[i]``, stamp ``1000 + i``,
+    with its ORB features (as build-map stores them).
     Returns ``{"path", "model", "positions", "descriptors"}``.
     """
     import numpy as np
 
     from netvlad_ros.mapdb import Keyframe, MapDatabase
     from netvlad_ros.model import DescriptorExtractor
+    from netvlad_ros.recognition.features import FeatureExtractor
 
     ex = DescriptorExtractor(small_model, device="cpu")
     desc = ex(scenes)
@@ -255,7 +257,8 @@ def node_map(tmp_path_factory: pytest.TempPathFactory, small_model: Path, scenes
         Keyframe(stamp=1000.0 + i, frame_id="map", position=pos[i], source=f"scene{i}")
         for i in range(len(scenes))
     ]
-    ids = db.add(kfs, desc)
+    fx = FeatureExtractor()  # maps store local features (what build-map does): places verify
+    ids = db.add(kfs, desc, features=[fx.extract(img) for img in scenes])
     assert list(ids) == list(range(len(scenes)))
     path = tmp_path_factory.mktemp("node_map") / "map"
     db.save(path)
