@@ -21,25 +21,34 @@ from typing import Any
 
 import numpy as np
 
+from ..mapdb import CameraIntrinsics
+from ..sensors.camera import CameraInfoError, intrinsics_from_camera_info
+from ..sensors.depth import DepthPairer, DepthParams
 from ..sensors.poses import PoseTrack
 from .errors import BuildMapError, sensor_errors_as_build_map_errors
 from .pose_sources import TfBuffer, gps_to_local
 
 __all__ = [
+    "CAMERA_INFO_TYPES",
+    "DEPTH_TYPES",
     "IMAGE_TYPES",
     "POSE_TYPES",
+    "BagDepth",
     "BagImage",
     "BuildMapError",
     "GpsTrack",
     "bag_topics",
     "iter_bag_images",
     "open_bag",
+    "read_camera_info",
     "read_pose_topic",
     "read_tf",
     "resolve_bag_path",
 ]
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+DEPTH_TYPES = ("sensor_msgs/msg/Image",)
+CAMERA_INFO_TYPES = ("sensor_msgs/msg/CameraInfo",)
 NAVSAT = "sensor_msgs/msg/NavSatFix"
 ODOM = "nav_msgs/msg/Odometry"
 POSE_STAMPED = "geometry_msgs/msg/PoseStamped"
@@ -255,3 +264,71 @@ def read_tf(reader: Any, topics: tuple[str, ...] = ("/tf", "/tf_static")) -> TfB
     if count == 0:
         raise BuildMapError(f"TF topics {', '.join(present)} hold no transforms")
     return buf
+
+
+def read_camera_info(reader: Any, topic: str) -> tuple[CameraIntrinsics, int]:
+    """The camera model of a bag's camera_info ``topic``: the first valid message (cameras keep
+    their calibration through a recording) and how many invalid ones were skipped.
+
+    Raises BuildMapError when the topic is unknown, of another type, or holds no valid message
+    (the last message's problem is named).
+    """
+    conns = _connections(reader, topic, CAMERA_INFO_TYPES, "camera_info")
+    invalid, last = 0, "no messages"
+    for conn, _bag_ns, raw in reader.messages(connections=conns):
+        msg = reader.deserialize(raw, conn.msgtype)
+        try:
+            camera = intrinsics_from_camera_info(msg.k, msg.d, msg.distortion_model, msg.width, msg.height)
+        except CameraInfoError as exc:
+            invalid, last = invalid + 1, str(exc)
+            continue
+        return camera, invalid
+    raise BuildMapError(f"camera_info topic {topic!r} has no valid message ({invalid} invalid; {last})")
+
+
+class BagDepth:
+    """Aligned depth images of a bag, paired with colour frames by stamp as the node pairs them
+    (``sensors.depth.DepthPairer``: nearest within ``params.tolerance_s``, failures counted by reason).
+
+    The depth topic is read by a reader of its own, lazily and in step with the colour frames
+    (frames must be asked for in stamp order), so only a few depth images are held at a time.
+    """
+
+    def __init__(self, path: str | Path, topic: str, params: DepthParams | None = None,
+                 stamp_source: str = "header") -> None:  # fmt: skip
+        _check_stamp_source(stamp_source)
+        self._stack = contextlib.ExitStack()
+        reader = self._stack.enter_context(open_bag(path))
+        conns = _connections(reader, topic, DEPTH_TYPES, "depth")
+        self._messages = (
+            (conn, bag_ns, raw, reader) for conn, bag_ns, raw in reader.messages(connections=conns)
+        )
+        self._pairer = DepthPairer(params)
+        self._stamp_source = stamp_source
+        self._ahead: tuple[float, Any] | None = None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Failed pairings by reason (``sensors.depth.DEPTH_ERROR_REASONS``)."""
+        return dict(self._pairer.counts)
+
+    def at(self, stamp: float, width: int, height: int) -> np.ndarray | None:
+        """Depth in metres (NaN = unknown) for the colour frame at ``stamp``, or None (counted)."""
+        horizon = float(stamp) + self._pairer.params.tolerance_s
+        while True:
+            if self._ahead is None:
+                item = next(self._messages, None)
+                if item is None:
+                    break
+                conn, bag_ns, raw, reader = item
+                msg = reader.deserialize(raw, conn.msgtype)
+                self._ahead = (_stamp(msg, bag_ns, self._stamp_source), msg)
+            t, msg = self._ahead
+            if t > horizon:
+                break
+            self._pairer.add(t, msg)
+            self._ahead = None
+        return self._pairer.lookup(stamp, width, height).depth
+
+    def close(self) -> None:
+        self._stack.close()

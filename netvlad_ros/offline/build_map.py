@@ -34,11 +34,15 @@ import numpy as np
 from tqdm import tqdm
 
 from ..config import add_arguments, from_arguments
-from ..mapdb import IndexConfig, Keyframe, MapDatabase
+from ..mapdb import CameraIntrinsics, IndexConfig, Keyframe, KeyframeFeatures, MapDatabase
 from ..mapdb.geodesy import EnuFrame
+from ..recognition.calibration import CalibrationParams, calibrate, calibration_problem
+from ..recognition.features import FeatureExtractor, FeatureParams
+from ..sensors.camera import CameraParams, intrinsics_for_image
+from ..sensors.depth import DepthParams
 from ..sensors.image_codec import ImageDecodeError, decode_image_msg
 from ..sensors.poses import KeyframeParams, KeyframeSelector, PoseTrack
-from .bags import GpsTrack, iter_bag_images, open_bag, read_pose_topic, read_tf
+from .bags import BagDepth, GpsTrack, iter_bag_images, open_bag, read_camera_info, read_pose_topic, read_tf
 from .errors import BuildMapError, sensor_errors_as_build_map_errors
 from .image_folder import list_images, read_image
 from .pose_sources import PoseTable, parse_utm_filename, read_pose_csv
@@ -88,6 +92,8 @@ class FrameSource:
     max_images: int | None = None
     stamp_source: str = "header"
     require_poses: bool = True
+    camera_info_topic: str | None = None
+    depth_topic: str | None = None
 
     def validate(self) -> None:
         """Raise BuildMapError for contradictory or missing options."""
@@ -110,6 +116,8 @@ class FrameSource:
             raise BuildMapError(
                 "a pose topic applies to bags; an image folder needs a poses CSV or filename poses"
             )
+        if self.bag is None and (self.camera_info_topic or self.depth_topic):
+            raise BuildMapError("camera_info and depth topics apply to bags, not image folders")
         if not (np.isfinite(self.max_gap_s) and self.max_gap_s >= 0):
             raise BuildMapError(f"max_gap_s must be finite and >= 0, got {self.max_gap_s!r}")
         if self.start_index < 0 or (self.max_images is not None and self.max_images < 1):
@@ -145,6 +153,8 @@ class PosedFrame:
     orientation: np.ndarray
     latlonalt: tuple[float, float, float] | None
     load: Callable[[], np.ndarray]
+    #: aligned depth (metres, NaN unknown) for an image of (width, height), or None
+    load_depth: Callable[[int, int], np.ndarray | None] | None = None
 
 
 @dataclass
@@ -157,6 +167,8 @@ class FrameStream:
     origin: tuple[float, float, float] | None = None
     pose_source: str = ""
     notes: list[str] = field(default_factory=list)
+    camera: CameraIntrinsics | None = None  # from the bag's camera_info topic
+    depth: BagDepth | None = None  # the bag's depth topic, paired by stamp
 
 
 def _csv_resolver(
@@ -195,7 +207,7 @@ def _track_resolver(track: PoseTrack, max_gap_s: float, enu: EnuFrame | None):
 
 
 @contextlib.contextmanager
-def open_frames(src: FrameSource) -> Iterator[FrameStream]:
+def open_frames(src: FrameSource, depth_params: DepthParams | None = None) -> Iterator[FrameStream]:
     """Open ``src`` and yield a :class:`FrameStream` (frames are read lazily).
 
     Input errors (missing files, unknown topics, wrong types, empty bags, no poses)
@@ -223,6 +235,12 @@ def open_frames(src: FrameSource) -> Iterator[FrameStream]:
         count = int(reader.topics[src.image_topic].msgcount) - src.start_index
         total = max(0, count if src.max_images is None else min(count, src.max_images))
         stream = FrameStream(iter(()), total)
+        if src.camera_info_topic:
+            stream.camera, invalid = read_camera_info(reader, src.camera_info_topic)
+            if invalid:
+                stream.notes.append(f"{invalid} invalid camera_info messages before the first valid one")
+        if src.depth_topic:
+            stream.depth = BagDepth(src.bag, src.depth_topic, depth_params, src.stamp_source)
         resolver: Callable | None = None
         tf_buf = None
         if table is not None:
@@ -267,6 +285,7 @@ def open_frames(src: FrameSource) -> Iterator[FrameStream]:
                 else:
                     ok, p, q, lla = resolver(item.index, item.stamp, "")
                 msg = item.msg
+                depth = stream.depth
                 yield PosedFrame(
                     item.index,
                     item.stamp,
@@ -276,10 +295,15 @@ def open_frames(src: FrameSource) -> Iterator[FrameStream]:
                     np.asarray(q, np.float64),
                     lla,
                     functools.partial(decode_image_msg, msg),
+                    None if depth is None else functools.partial(depth.at, item.stamp),
                 )
 
         stream.frames = frames()
-        yield stream
+        try:
+            yield stream
+        finally:
+            if stream.depth is not None:
+                stream.depth.close()
 
 
 def _folder_stream(src: FrameSource, table: PoseTable | None) -> FrameStream:
@@ -381,6 +405,11 @@ def build_map(
     extractor: Any = None,
     index_config: IndexConfig | None = None,
     thumbnail_width: int = 160,
+    features: FeatureParams | None = None,
+    local_features: bool = True,
+    camera: CameraParams | None = None,
+    depth: DepthParams | None = None,
+    calibration: CalibrationParams | None = None,
     progress: bool = True,
 ) -> dict:
     """Build a map from ``source`` and save it to the directory ``output``; returns a summary.
@@ -395,14 +424,28 @@ def build_map(
     ``decode_errors`` (first messages), ``seconds``, ``images_per_second``,
     ``read_seconds`` (bag reading and deserialising), ``decode_seconds`` (image
     decoding and thumbnails), ``network_seconds``, ``write_seconds``, ``device``,
-    ``dim``, ``model_fingerprint``, ``origin``, ``frame_id``, ``notes``.
+    ``dim``, ``model_fingerprint``, ``origin``, ``frame_id``, ``notes``, ``features`` (keyframes
+    with local features / with depths, seconds), ``calibration`` (summary, or why the map could
+    not be calibrated), ``depth_pairing`` (failed pairings by reason).
+
+    Local features (``local_features``, ``features``: ORB by default) are extracted from each
+    keyframe's full-resolution image, with depths from ``source.depth_topic`` (paired by stamp,
+    ``depth``) and the intrinsics of ``source.camera_info_topic`` (else ``camera``'s fallback),
+    and stored in the map, so localization against it is verified and loop closures against
+    it work. Then the map calibrates itself from its own poses (``recognition.calibration``).
     """
     if batch_size is not None and batch_size < 1:
         raise BuildMapError(f"batch_size must be >= 1, got {batch_size}")
     with sensor_errors_as_build_map_errors():
         selector = KeyframeSelector(keyframes)
     t_start = time.perf_counter()
-    with open_frames(source) as stream:
+    fx = FeatureExtractor(features) if local_features else None
+    camera_params = camera or CameraParams()
+    with sensor_errors_as_build_map_errors():
+        camera_params.validate()
+    feat_s = 0.0
+    with_depth = 0
+    with open_frames(source, depth) as stream:
         ex = (
             extractor
             if extractor is not None
@@ -417,6 +460,7 @@ def build_map(
         n_read = not_selected = 0
         batch_kf: list[Keyframe] = []
         batch_img: list[np.ndarray] = []
+        batch_feat: list[KeyframeFeatures | None] = []
 
         def flush() -> None:
             nonlocal net_s
@@ -425,9 +469,10 @@ def build_map(
             t0 = time.perf_counter()
             desc = ex(batch_img)
             net_s += time.perf_counter() - t0
-            db.add(batch_kf, desc)
+            db.add(batch_kf, desc, features=batch_feat)
             batch_kf.clear()
             batch_img.clear()
+            batch_feat.clear()
 
         bar = tqdm(total=stream.total, unit="img", desc="build-map", disable=not progress)
         it = stream.frames
@@ -456,6 +501,15 @@ def build_map(
                     decode_errors.append(f"{frame.source}: {exc}")
                 continue
             decode_s += time.perf_counter() - t0
+            feats = None
+            if fx is not None:
+                t0 = time.perf_counter()
+                h, w = image.shape[:2]
+                cam = _camera_for(stream.camera, camera_params, w, h)
+                dep = frame.load_depth(w, h) if frame.load_depth is not None else None
+                feats = fx.extract(image, dep, cam)
+                with_depth += feats.depths is not None and bool(np.isfinite(feats.depths).any())
+                feat_s += time.perf_counter() - t0
             selector.take(frame.stamp, frame.position, frame.orientation)
             batch_kf.append(
                 Keyframe(
@@ -469,16 +523,21 @@ def build_map(
                 )
             )
             batch_img.append(image)
+            batch_feat.append(feats)
             if len(batch_img) >= ex.batch_size:
                 flush()
                 bar.set_postfix(keyframes=len(db))
         flush()
         bar.close()
+        depth_counts = stream.depth.counts if stream.depth is not None else {}
     if n_read == 0:
         raise BuildMapError("the input has no images in the selected range")
     if len(db) == 0:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(skipped.items())) or "none"
         raise BuildMapError(f"no keyframes: all {n_read} images were skipped ({reasons})")
+    t_cal = time.perf_counter()
+    cal_summary = calibrate_map(db, calibration)
+    cal_s = time.perf_counter() - t_cal
     t0 = time.perf_counter()
     db.save(output)
     write_s = time.perf_counter() - t0
@@ -503,7 +562,41 @@ def build_map(
         "origin": list(stream.origin) if stream.origin is not None else None,
         "frame_id": stream.frame_id,
         "notes": stream.notes,
+        "features": {
+            "keyframes_with_features": db.count_with_features(),
+            "keyframes_with_depth": with_depth,
+            "seconds": feat_s,
+        },
+        "calibration": {**cal_summary, "seconds": cal_s},
+        "depth_pairing": {k: v for k, v in depth_counts.items() if v},
     }
+
+
+def calibrate_map(db: MapDatabase, params: CalibrationParams | None = None) -> dict[str, Any]:
+    """Calibrate ``db`` from its own poses and store the calibration in it (``recognition.calibration``).
+
+    Returns the calibration's summary, or ``{"calibrated": False, "reason": ...}`` when the map
+    is too small or too short (the localizer then uses its documented fallbacks).
+    """
+    problem = calibration_problem(db, params)
+    if problem is not None:
+        db.set_calibration(None)
+        return {"calibrated": False, "reason": problem}
+    cal = calibrate(db, None, params)
+    if cal is None:  # pragma: no cover - calibration_problem said it could
+        return {"calibrated": False, "reason": "calibration failed"}
+    db.set_calibration(cal.to_dict())
+    return {"calibrated": True, **cal.summary()}
+
+
+def _camera_for(
+    stream_camera: CameraIntrinsics | None, fallback: CameraParams, width: int, height: int
+) -> CameraIntrinsics | None:
+    """The intrinsics of an image: the bag's camera_info (scaled to a resize), else the fallback."""
+    if stream_camera is not None:
+        with sensor_errors_as_build_map_errors():
+            return intrinsics_for_image(stream_camera, width, height)
+    return fallback.intrinsics(width, height)
 
 
 def format_summary(summary: dict) -> str:
@@ -521,6 +614,21 @@ def format_summary(summary: dict) -> str:
         f"({share(s['decode_seconds']):.0f}%), network {s['network_seconds']:.2f} s "
         f"({share(s['network_seconds']):.0f}%), write {s['write_seconds']:.2f} s",
     ]
+    f = s.get("features", {})
+    if f:
+        lines.append(
+            f"local features: {f['keyframes_with_features']} keyframes ({f['keyframes_with_depth']} with depth), "
+            f"{f['seconds']:.2f} s"
+        )
+    c = s.get("calibration", {})
+    if c:
+        lines.append(
+            "calibration: from the map's own poses"
+            if c.get("calibrated")
+            else f"calibration: none ({c.get('reason')})"
+        )
+    if s.get("depth_pairing"):
+        lines.append(f"depth pairing failures: {s['depth_pairing']}")
     lines += [f"note: {n}" for n in s.get("notes", [])]
     lines += [f"decode error: {e}" for e in s.get("decode_errors", [])]
     return "\n".join(lines)
@@ -552,6 +660,10 @@ def add_source_arguments(parser: Any) -> None:
     g.add_argument("--start-index", type=int, default=0, help="first frame to use (0-based)")
     g.add_argument("--max-images", type=int, default=None, help="use at most this many frames")
     g.add_argument("--stamp-source", choices=("header", "bag"), default="header")
+    g.add_argument("--camera-info-topic", help="bag: sensor_msgs/CameraInfo of the images (intrinsics)")
+    g.add_argument(
+        "--depth-topic", help="bag: aligned depth images (16UC1 mm or 32FC1 m) for metric loop closures"
+    )
 
 
 def source_from_args(args: Any, require_poses: bool = True) -> FrameSource:
@@ -571,6 +683,8 @@ def source_from_args(args: Any, require_poses: bool = True) -> FrameSource:
         max_images=args.max_images,
         stamp_source=args.stamp_source,
         require_poses=require_poses,
+        camera_info_topic=getattr(args, "camera_info_topic", None),
+        depth_topic=getattr(args, "depth_topic", None),
     )
 
 
@@ -601,6 +715,16 @@ def add_build_map_arguments(parser: Any) -> None:
     add_source_arguments(parser)
     k = parser.add_argument_group("keyframes (a frame is kept when ANY threshold is reached; 0 = off)")
     add_arguments(k, KeyframeParams, "keyframe.")
+    f = parser.add_argument_group("local features (stored per keyframe; verification, metric loop closures)")
+    f.add_argument(
+        "--no-local-features", action="store_true", help="store no local features (not verifiable)"
+    )
+    add_arguments(f, FeatureParams, "features.")
+    add_arguments(f, DepthParams, "depth.", only=("depth.tolerance_s",))
+    c = parser.add_argument_group("camera (fallback intrinsics when the bag has no camera_info)")
+    add_arguments(
+        c, CameraParams, "camera.", only=[f"camera.{n}" for n in ("fx", "fy", "cx", "cy", "width", "height")]
+    )
     add_model_arguments(parser.add_argument_group("model"))
     parser.add_argument("--thumbnail-width", type=int, default=160)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -613,6 +737,10 @@ def build_map_from_args(args: Any) -> dict:
         args.output,
         source_from_args(args),
         keyframes=from_arguments(KeyframeParams, args, "keyframe."),
+        features=from_arguments(FeatureParams, args, "features."),
+        local_features=not args.no_local_features,
+        camera=from_arguments(CameraParams, args, "camera."),
+        depth=from_arguments(DepthParams, args, "depth."),
         model=args.model,
         extractor_params=extractor_params_from_args(args),
         thumbnail_width=args.thumbnail_width,

@@ -243,3 +243,53 @@ def test_argparse_helpers_make_the_same_source(tmp_path) -> None:
     add_eval_map_arguments(e)
     eargs = e.parse_args(["m", "--images", "d", "--poses-csv", "p.csv", "--json", "r.json"])
     assert (eargs.map, source_from_args(eargs).images, eargs.radius) == (Path("m"), Path("d"), 25.0)
+
+
+def test_build_map_stores_local_features_with_depth_and_intrinsics(tmp_path, small_model):
+    """An RGB-D bag with camera_info: every keyframe gets ORB features from the full image, their
+    depths from the paired depth image (checked against the renderer's depth) and the intrinsics."""
+    from netvlad_ros.model import DescriptorExtractor
+    from netvlad_ros.synthetic import SyntheticWorld, WorldConfig
+
+    world = SyntheticWorld(WorldConfig(seed=3))
+    frames = world.traversal("mapping", spacing_m=4.0, max_frames=6, depth=True)
+    bag = write_bag(tmp_path / "rgbd", frames, "mcap", compressed=True, camera_info_topic="/camera/camera_info",
+                    depth_topic="/camera/depth/image_raw", depth_encoding="16UC1")  # fmt: skip
+    src = FrameSource(bag=bag, image_topic="/camera/image_raw/compressed", pose_topic="/odom",
+                      camera_info_topic="/camera/camera_info", depth_topic="/camera/depth/image_raw")  # fmt: skip
+    ex = DescriptorExtractor(small_model, device="cpu", runtime="torch")
+    s = build_map(tmp_path / "map", src, keyframes=EVERY_FRAME, extractor=ex, progress=False)
+    assert s["keyframes"] == 6 and s["features"]["keyframes_with_features"] == 6
+    assert s["features"]["keyframes_with_depth"] == 6 and s["depth_pairing"] == {}
+    db = MapDatabase.load(tmp_path / "map")
+    for kid, frame in zip(db.ids, frames, strict=True):
+        f = db.features(int(kid))
+        assert f is not None and f.kind == "orb" and len(f) > 200  # measured 800-1000 per frame
+        assert f.image_size == (frame.image.shape[1], frame.image.shape[0])
+        assert f.camera is not None and f.camera.fx == pytest.approx(frame.camera.fx)
+        # the stored depth at each keypoint is the rendered depth there (16UC1: 1 mm steps), where
+        # the renderer has one (sky = no return)
+        truth = frame.depth[np.round(f.keypoints[:, 1]).astype(int), np.round(f.keypoints[:, 0]).astype(int)]
+        known = np.isfinite(truth) & np.isfinite(f.depths)
+        assert known.mean() > 0.5  # measured: most ORB corners are on facades
+        err = np.abs(f.depths[known] - truth[known])
+        assert np.median(err) < 0.01  # measured ~0.5 mm (16UC1 rounding)
+
+
+def test_build_map_without_camera_info_or_depth_still_stores_features(tmp_path, small_model):
+    from netvlad_ros.model import DescriptorExtractor
+    from netvlad_ros.synthetic import SyntheticWorld, WorldConfig
+
+    frames = SyntheticWorld(WorldConfig(seed=4)).traversal("mapping", spacing_m=4.0, max_frames=3)
+    bag = write_bag(tmp_path / "bag", frames, "mcap", compressed=True)
+    src = FrameSource(bag=bag, image_topic="/camera/image_raw/compressed", pose_topic="/odom")
+    ex = DescriptorExtractor(small_model, device="cpu", runtime="torch")
+    s = build_map(tmp_path / "map", src, keyframes=EVERY_FRAME, extractor=ex, progress=False)
+    db = MapDatabase.load(tmp_path / "map")
+    f = db.features(int(db.ids[0]))
+    assert s["features"]["keyframes_with_depth"] == 0 and f.depths is None and f.camera is None
+    # three keyframes are too few to calibrate: the summary says why (the localizer falls back)
+    assert s["calibration"]["calibrated"] is False and s["calibration"]["reason"]
+    with pytest.raises(BuildMapError, match="camera_info topic '/nope'"):
+        build_map(tmp_path / "m2", FrameSource(bag=bag, image_topic="/camera/image_raw/compressed",
+                  pose_topic="/odom", camera_info_topic="/nope"), extractor=ex, progress=False)  # fmt: skip
