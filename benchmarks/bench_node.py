@@ -74,7 +74,11 @@ def main() -> int:
     ap.add_argument("--map-size", type=int, default=10000)
     ap.add_argument("--paced", type=int, default=30, help="images in the paced latency phase")
     ap.add_argument(
-        "--param", action="append", default=[], metavar="NAME:=VALUE", help="extra node parameter (repeatable)"
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME:=VALUE",
+        help="extra node parameter (repeatable)",
     )
     args = ap.parse_args()
     h, w = 480, 640

@@ -11,8 +11,11 @@ Sets:
 
 - ``demo``: the synthetic cross-day demo world of ``ros/demo.py`` (seed 7, 120 mapping frames
   3 m apart, 50 query frames of another day); a query is right within 25 m (eval-map's radius).
-  Also with harder query conditions against the same day map (``--conditions``), and with
-  and without camera intrinsics (essential vs fundamental matrix).
+  Also with harder query conditions against the same day map (``--conditions``), with and
+  without camera intrinsics (essential vs fundamental matrix) and with depth in the map's
+  features (PnP).
+- ``corridors``: the indoor synthetic world (``WorldConfig.corridors``, seed 7, 120 frames 1 m
+  apart, 50 queries of another day and of the night), right within 10 m.
 - ``rtabmap``: the shared RTAB-Map walk (``../shared/data/rtabmap_samples``): map images 1-40
   (positions assumed 1 m apart on a line: the sample has no poses), queries 41-84, right when
   ``gt_matrix_84x84.npy`` says so. Skipped when the data is absent.
@@ -54,12 +57,14 @@ class Views:
     feature_ms: np.ndarray  # FeatureExtractor.extract per image
 
 
-def describe(ex: DescriptorExtractor, images: list, cameras: list, positions, stamps) -> Views:
+def describe(
+    ex: DescriptorExtractor, images: list, cameras: list, positions, stamps, depths: list | None = None
+) -> Views:
     fe = FeatureExtractor()
     feats, ms = [], []
-    for im, cam in zip(images, cameras, strict=True):
+    for k, (im, cam) in enumerate(zip(images, cameras, strict=True)):
         t0 = time.perf_counter()
-        feats.append(fe.extract(im, camera=cam))
+        feats.append(fe.extract(im, depth=None if depths is None else depths[k], camera=cam))
         ms.append((time.perf_counter() - t0) * 1e3)
     return Views(
         np.asarray(ex(images), np.float32),
@@ -68,6 +73,12 @@ def describe(ex: DescriptorExtractor, images: list, cameras: list, positions, st
         np.asarray(stamps, float),
         np.asarray(ms),
     )
+
+
+def frames_views(ex: DescriptorExtractor, frames: list) -> Views:
+    depths = [f.depth for f in frames] if frames[0].depth is not None else None
+    return describe(ex, [f.image for f in frames], [f.camera for f in frames],
+                    [f.position for f in frames], [f.stamp for f in frames], depths)  # fmt: skip
 
 
 def without_camera(v: Views) -> Views:
@@ -142,37 +153,41 @@ def evaluate(
     }
 
 
-def demo_sets(
-    ex: DescriptorExtractor, conditions: list[str]
+def synthetic_sets(
+    ex: DescriptorExtractor,
+    name: str,
+    config: WorldConfig,
+    spacing_m: float,
+    radius_m: float,
+    conditions: list[str],
+    variants: tuple[str, ...] = ("K", "no K"),
 ) -> list[tuple[str, MapDatabase, Views, Callable, float]]:
-    world = SyntheticWorld(WorldConfig(seed=7))
-    mapping = world.traversal("mapping", spacing_m=3.0, max_frames=120)
-    m = describe(ex, [f.image for f in mapping], [f.camera for f in mapping],
-                 [f.position for f in mapping], [f.stamp for f in mapping])  # fmt: skip
-    out = []
+    """A day map of 120 frames ``spacing_m`` apart; 50 queries of another day (and of each
+    condition), right within ``radius_m``. Variants: ``K`` (intrinsics: essential matrix), ``no
+    K`` (fundamental), ``K + map depth`` (the map's features carry depth: PnP)."""
+    world = SyntheticWorld(config)
+    mapping = world.traversal(
+        "mapping", spacing_m=spacing_m, max_frames=120, depth="K + map depth" in variants
+    )
+    m = frames_views(ex, mapping)
     dbs = {}
-    for cam in (True, False):
-        dbs[cam] = build_db(m if cam else without_camera(m), ex.fingerprint)
+    for v in variants:
+        mv = without_camera(m) if v == "no K" else m
+        if v == "K":
+            mv = replace(mv, features=[replace(f, depths=None) for f in mv.features])
+        dbs[v] = build_db(mv, ex.fingerprint)
+    out = []
     for cond in [None, *conditions]:
-        query = world.traversal("query", spacing_m=3.0 * 120 / 50, max_frames=50, condition=cond)
-        qv = describe(ex, [f.image for f in query], [f.camera for f in query],
-                      [f.position for f in query], [f.stamp for f in query])  # fmt: skip
+        query = world.traversal("query", spacing_m=spacing_m * 120 / 50, max_frames=50, condition=cond)
+        qv = frames_views(ex, query)
 
-        def right(i: int, kid: int, qv: Views = qv, db: MapDatabase = dbs[True][0]) -> bool:
-            return bool(np.linalg.norm(db.positions([kid])[0] - qv.positions[i]) <= 25.0)
+        def right(i: int, kid: int, qv: Views = qv, pos: np.ndarray = m.positions) -> bool:
+            return bool(np.linalg.norm(pos[kid] - qv.positions[i]) <= radius_m)
 
-        label = cond or "another day (demo)"
-        for cam in (True, False):
-            db, secs = dbs[cam]
-            out.append(
-                (
-                    f"synthetic street, {label}, {'K' if cam else 'no K'}",
-                    db,
-                    qv if cam else without_camera(qv),
-                    right,
-                    secs,
-                )
-            )
+        label = cond or "another day"
+        for v in variants:
+            db, secs = dbs[v]
+            out.append((f"{name}, {label}, {v}", db, without_camera(qv) if v == "no K" else qv, right, secs))
     return out
 
 
@@ -198,7 +213,13 @@ def main() -> None:
     rt = rtabmap_set(ex)
     if rt is not None:
         sets.append(rt)
-    sets += demo_sets(ex, [c for c in args.conditions.split(",") if c])
+    conditions = [c for c in args.conditions.split(",") if c]
+    # the world of ros/demo.py (seed 7, 120 mapping frames 3 m apart, 50 queries): eval-map's 25 m
+    sets += synthetic_sets(ex, "synthetic street (demo)", WorldConfig(seed=7), 3.0, 25.0, conditions,
+                           ("K", "no K", "K + map depth"))  # fmt: skip
+    # indoor: corridors round rooms, 120 frames 1 m apart, right within the 10 m of "same place"
+    sets += synthetic_sets(ex, "synthetic corridors", WorldConfig.corridors(seed=7), 1.0, 10.0,
+                           ["night/clear/summer"], ("K",))  # fmt: skip
     print(f"machine: {platform.processor() or platform.machine()}, {cv2.getNumThreads()} OpenCV threads\n")
     print(
         "| set | accepted | precision | recall | R@1 | R@1 re-ranked | min_inliers (auto) | est. FAR "
