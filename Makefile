@@ -1,6 +1,7 @@
 # netvlad_ros: one entry point for users, developers and CI.
 #   make demo   the end-to-end demo on built-in defaults (creates .venv first)
-#   make test   lint + the whole test suite (creates .venv first); .ci/run runs this
+#   make test   lint (ruff, ruff format, mypy) + the whole test suite (creates .venv first);
+#               .ci/run runs this
 # The venv is rebuilt when requirements.txt, setup.py or package.xml change.
 
 VENV ?= .venv
@@ -21,13 +22,13 @@ $(STAMP): requirements.txt setup.py setup.cfg package.xml
 demo: venv
 	$(BIN)/netvlad-ros demo
 
-test: venv
-	$(BIN)/ruff check .
+test: lint
 	$(BIN)/python -m pytest
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check netvlad_ros test benchmarks launch
+	$(BIN)/mypy
 
 format: venv
 	$(BIN)/ruff format netvlad_ros test benchmarks launch
