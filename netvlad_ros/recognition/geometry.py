@@ -222,10 +222,13 @@ class GeometricVerifier:
                 im.append(pair[0].trainIdx)
         a, b = np.asarray(iq, np.int64), np.asarray(im, np.int64)
         if self.params.mutual and len(a):
-            back = matcher.match(dm, dq)  # best query feature of every match feature
+            # best query feature of each match feature that was chosen (only those matter:
+            # searching from the few hundred chosen ones costs a fraction of all of them)
+            chosen = np.unique(b)
+            back = matcher.match(np.ascontiguousarray(dm[chosen]), dq)
             best_q = np.full(len(match), -1, np.int64)
             for m in back:
-                best_q[m.queryIdx] = m.trainIdx
+                best_q[chosen[m.queryIdx]] = m.trainIdx
             keep = best_q[b] == a
             a, b = a[keep], b[keep]
         return a, b
@@ -241,6 +244,8 @@ class GeometricVerifier:
         min_inl = p.effective_min_inliers
         cq, cm = query.camera, match.camera
         model = "fundamental" if cq is None or cm is None else "essential"
+        if n < min_inl:  # inliers <= matches: no model can pass, skip the RANSAC
+            return Verification(False, 0, n, 0.0, 0.0, None, "too_few_matches", fitted=n)
         if model == "essential" and p.use_depth:
             side = self._depth_side(query, match, iq, im)
             if side is not None:

@@ -363,7 +363,10 @@ class Localizer:
         else:
             self.calibration, why_not = calibration, "not calibrated: no calibration given"
         self.thresholds = resolve_thresholds(p, self.calibration, why_not)
-        self._verifier = GeometricVerifier(replace(p.geometry, min_inliers=1))
+        # The resolved threshold lets the verifier skip pairs with fewer matches than it.
+        self._verifier = GeometricVerifier(
+            replace(p.geometry, min_inliers=max(1, self.thresholds.min_inliers))
+        )
         self._seq: SequenceMatcher | None = None
         if p.sequence_length >= 2:
             self._seq = SequenceMatcher(
