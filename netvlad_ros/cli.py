@@ -56,6 +56,16 @@ def cmd_init_clusters(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fit_default_model(args: argparse.Namespace) -> int:
+    from .model import read_card
+    from .offline.default_model_fit import fit_default_model
+
+    path = fit_default_model(args.output, **({"frames": args.frames} if args.frames else {}))
+    card = read_card(path)
+    print(f"wrote {path} and {path.with_suffix('.json')} (fingerprint {card.fingerprint()[:12]})")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from .model import load_model, read_card
     from .model.default_model import default_model_path
@@ -190,6 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--name", default=None)
     p.set_defaults(func=cmd_init_clusters)
+
+    p = sub.add_parser(
+        "fit-default-model",
+        help="maintainers: refit the built-in default model's head on the synthetic fitting worlds",
+    )
+    p.add_argument("-o", "--output", type=Path, required=True, help="head-only model file to write")
+    p.add_argument("--frames", type=int, default=None, help="fitting frames (default: the shipped recipe's)")
+    p.set_defaults(func=cmd_fit_default_model)
 
     p = sub.add_parser("info", help="print a model card")
     p.add_argument("model", type=Path, nargs="?", default=None, help="model file (default: built-in model)")
