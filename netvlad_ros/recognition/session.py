@@ -584,11 +584,17 @@ class RecognitionSession:
         return SaveResult(Path(path), len(snapshot), time.perf_counter() - t0)
 
     def status(self) -> dict[str, Any]:
-        """Mode, map size and unsaved changes (for diagnostics)."""
+        """Mode, map size, unsaved changes and the localizer's thresholds (for diagnostics):
+        ``calibration`` is :attr:`LocalizerThresholds.status`, the line that says whether the
+        map's calibration is used or why the documented fallbacks apply."""
         with self._lock:
+            th = self._localizer.thresholds
             return {
                 "mode": self._mode,
                 "map_size": len(self._db),
                 "generation": self._generation,
                 "unsaved_keyframes": self._version - self._saved_version,
+                "calibration": th.status,
+                "min_inliers": th.min_inliers,
+                "min_inliers_source": th.min_inliers_source,
             }

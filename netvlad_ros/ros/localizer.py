@@ -119,6 +119,8 @@ class LocalizeNode(Node):
         self._session = RecognitionSession(
             self._extractor, self._load_initial_map(self._extractor), self._cfg.session
         )
+        # whether the map's calibration is used, or why the documented fallbacks apply
+        self.get_logger().info(f"localizer thresholds: {self._session.status()['calibration']}")
 
         # statistics (guarded by _stats_lock; the executor and the worker both write)
         self._stats_lock = threading.Lock()
@@ -484,6 +486,8 @@ class LocalizeNode(Node):
             "map_size": status["map_size"],
             "map_generation": status["generation"],
             "unsaved_keyframes": status["unsaved_keyframes"],
+            "calibration": status["calibration"],
+            "localizer.min_inliers": f"{status['min_inliers']} ({status['min_inliers_source']})",
             "keyframes_added": s["keyframes_added"],
             "loop_closures": s["loop_closures"],
             "saves": s["saves"],
@@ -566,6 +570,7 @@ class LocalizeNode(Node):
         self._map_dirty = True
         response.success, response.message = True, f"loaded {len(db)} keyframes from {path}"
         self.get_logger().info(response.message)
+        self.get_logger().info(f"localizer thresholds: {self._session.status()['calibration']}")
         return response
 
     def _srv_set_slam_mode(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:

@@ -101,4 +101,8 @@ def test_localizes_known_places(start_node, node_client, node_map, scenes):
     assert int(d["rejected.time_backwards"]) == 1
     assert int(d["rejected_total"]) == 1
     assert 0 < float(d["latency_p50_ms"]) <= float(d["latency_p95_ms"]) < 60_000
+    # a 12-keyframe map is too small to calibrate: the fallback is used, and diagnostics say why
+    assert d["calibration"].startswith("not calibrated: ") and "fallback" in d["calibration"]
+    assert d["localizer.min_inliers"] == "25 (fallback)"
+    assert "localizer thresholds: not calibrated" in child.stderr_tail(100_000)
     assert child.proc.poll() is None
