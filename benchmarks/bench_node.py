@@ -38,6 +38,7 @@ def build_map(path: Path, n: int, h: int, w: int) -> tuple[list[np.ndarray], str
     """A map of ``n`` keyframes: 20 real scenes (ids 0..19) + random unit descriptors."""
     from netvlad_ros.mapdb import Keyframe, MapDatabase
     from netvlad_ros.model import DescriptorExtractor
+    from netvlad_ros.recognition import FeatureExtractor
 
     from support import make_scene
 
@@ -50,7 +51,10 @@ def build_map(path: Path, n: int, h: int, w: int) -> tuple[list[np.ndarray], str
     desc = np.concatenate([real, filler])
     db = MapDatabase.create(ex.dim, ex.fingerprint)
     kfs = [Keyframe(stamp=float(i), position=(float(i), 0.0, 0.0)) for i in range(n)]
-    db.add(kfs, desc)
+    # the real keyframes carry local features as build-map stores them, so the node verifies
+    # its answers as it does by default (the filler has none: "unverifiable", never accepted)
+    fx = FeatureExtractor()
+    db.add(kfs, desc, features=[fx.extract(img) for img in scenes] + [None] * (n - len(scenes)))
     db.save(path)
     return scenes, f"{ex.card.backbone} {ex.dim}-D"
 
