@@ -27,6 +27,7 @@ Interface (topics, services, parameters, QoS, fields): docs/node.md.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import threading
 import time
@@ -188,16 +189,23 @@ class LocalizeNode(Node):
         self.create_timer(n.diagnostics_period_s, self._on_timer, callback_group=timers)
         self.create_timer(1.0, self._on_autosave_timer, callback_group=saver)
 
+        # Each stage starts its next item only once the stage after it has taken the previous
+        # one (``take_when_free``): a stage never works ahead on a frame that a newer one would
+        # replace before it is used (wasted CPU on a 2-core robot: 40 % of the frames at 30 Hz).
+        # The raw-message slot before ``prepare`` still keeps only the newest image.
         stages = (
-            ("prepare", self._pending, self._prepare),
-            ("network", self._prepared, self._describe),
-            ("map", self._described, self._finish),
+            ("prepare", self._pending, self._prepared, self._prepare),
+            ("network", self._prepared, self._described, self._describe),
+            ("map", self._described, None, self._finish),
         )
         self._workers = [
             threading.Thread(
-                target=self._stage, args=(name, slot.take, work), name=f"netvlad_{name}", daemon=True
+                target=self._stage,
+                args=(name, functools.partial(_take_when_free, slot, after), work),
+                name=f"netvlad_{name}",
+                daemon=True,
             )
-            for name, slot, work in stages
+            for name, slot, after, work in stages
         ]
         for w in self._workers:
             w.start()
@@ -633,7 +641,7 @@ class _LatestSlot(Generic[T]):
         with self._cond:
             replaced = self._item is not None
             self._item = item
-            self._cond.notify()
+            self._cond.notify_all()  # takers and wait_empty() share the condition
             return replaced
 
     def take(self) -> T | None:
@@ -641,7 +649,14 @@ class _LatestSlot(Generic[T]):
             while self._item is None and not self._closed:
                 self._cond.wait()
             item, self._item = self._item, None
+            self._cond.notify_all()  # wake wait_empty()
             return item
+
+    def wait_empty(self) -> None:
+        """Block until the item has been taken (or the slot is closed)."""
+        with self._cond:
+            while self._item is not None and not self._closed:
+                self._cond.wait()
 
     def close(self, discard: bool = False) -> None:
         with self._cond:
@@ -649,6 +664,13 @@ class _LatestSlot(Generic[T]):
             if discard:
                 self._item = None
             self._cond.notify_all()
+
+
+def _take_when_free(slot: _LatestSlot[T], after: _LatestSlot[Any] | None) -> T | None:
+    """The next item of ``slot``, once ``after`` (the next stage's input) is empty."""
+    if after is not None:
+        after.wait_empty()
+    return slot.take()
 
 
 @dataclass
