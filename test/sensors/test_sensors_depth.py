@@ -60,7 +60,11 @@ def test_pairing_by_stamp_counts_every_failure() -> None:
     assert p.lookup(1.0, 6, 4).reason == "depth_missing"  # nothing buffered yet
     p.add(1.01, msg(good, "16UC1"))
     found = p.lookup(1.0, 6, 4)
-    assert found.depth is not None and found.depth[0, 0] == pytest.approx(1.5) and found.dt == pytest.approx(0.01)
+    assert (
+        found.depth is not None
+        and found.depth[0, 0] == pytest.approx(1.5)
+        and found.dt == pytest.approx(0.01)
+    )
     assert p.lookup(1.05, 6, 4).reason == "depth_missing"  # 40 ms away: outside the tolerance
     assert p.lookup(1.0, 12, 8).reason == "depth_wrong_size"  # not aligned with the colour image
     p.add(2.0, msg(np.zeros((4, 6), np.uint16), "16UC1"))
