@@ -106,3 +106,37 @@ def test_localizes_known_places(start_node, node_client, node_map, scenes):
     assert d["localizer.min_inliers"] == "25 (fallback)"
     assert "localizer thresholds: not calibrated" in child.stderr_tail(100_000)
     assert child.proc.poll() is None
+
+
+def test_map_without_local_features_publishes_no_pose(start_node, node_client, node_map, scenes, tmp_path):
+    """A map whose keyframes hold no local features (e.g. migrated from schema 1) cannot verify
+    anything: with the default parameters the node answers hypotheses but publishes no pose."""
+    from netvlad_ros.mapdb import MapDatabase
+    from netvlad_ros.ros.conversions import sec_to_stamp, stamp_to_ns
+
+    db = MapDatabase.load(node_map["path"])
+    for kid in db.ids:
+        db.set_features(int(kid), None)
+    bare = tmp_path / "bare_map"
+    db.save(bare)
+    child = start_node(
+        {
+            "map_path": str(bare),
+            "model_path": str(node_map["model"]),
+            "device": "cpu",
+            "diagnostics_period_s": 0.5,
+        },
+        namespace="/bare",
+    )
+    client = node_client(namespace="/bare")
+    client.wait_ready(child)
+    for k, i in enumerate((3, 7)):
+        stamp = BASE_STAMP + k
+        client.send_image(view_of(scenes[i]), stamp)
+        _, rows = client.hypotheses_for(stamp_to_ns(sec_to_stamp(stamp)))
+        assert rows[0]["keyframe_id"] == i  # retrieval still finds the place ...
+    n0 = len(client.diagnostics)
+    d = client.diag(fresh_after=n0)
+    assert int(d["frames_processed"]) == 2 and int(d["places_accepted"]) == 0  # ... but nothing verifies
+    assert client.poses == []
+    assert child.proc.poll() is None
