@@ -63,7 +63,8 @@ def main() -> None:
                 rate_io = io_rate(src)
                 s = build_map(tmp / f"map_{storage}_{int(compressed)}", src, keyframes=KeyframeParams(0.0, 0.0, 0.0),
                               extractor=ex, progress=False)  # fmt: skip
-                busy = s["read_seconds"] + s["decode_seconds"] + s["network_seconds"]
+                feat_s, cal_s = s["features"]["seconds"], s["calibration"]["seconds"]
+                busy = s["read_seconds"] + s["decode_seconds"] + s["network_seconds"] + feat_s
                 rows.append(
                     (
                         storage,
@@ -74,6 +75,9 @@ def main() -> None:
                         100 * s["read_seconds"] / busy,
                         100 * s["decode_seconds"] / busy,
                         100 * s["network_seconds"] / busy,
+                        100 * feat_s / busy,
+                        cal_s,
+                        s["images_read"] / max(s["seconds"] - cal_s, 1e-9),
                     )
                 )
     finally:
@@ -88,12 +92,14 @@ def main() -> None:
           f"batch {ex.batch_size}")  # fmt: skip
     print()
     print(
-        "| storage | image | images | build img/s | read+decode only img/s | read % | decode+thumb % | network % |"
+        "| storage | image | images | build img/s | img/s without calibration | read+decode only img/s "
+        "| read % | decode+thumb % | network % | local features % | calibration s |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.0f} | {r[5]:.1f} | {r[6]:.1f} | {r[7]:.1f} |"
+            f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[10]:.1f} | {r[4]:.0f} | {r[5]:.1f} | {r[6]:.1f} | "
+            f"{r[7]:.1f} | {r[8]:.1f} | {r[9]:.1f} |"
         )
 
 

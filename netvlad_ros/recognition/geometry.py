@@ -320,10 +320,18 @@ class GeometricVerifier:
         p = self.params
         pq = query.keypoints[iq].astype(np.float64)
         pm = match.keypoints[im].astype(np.float64)
-        f, mask = cv2.findFundamentalMat(
-            pq, pm, _METHODS[p.ransac_method], p.ransac_threshold_px, p.ransac_confidence, p.max_iterations
-        )
         n = len(iq)
+        try:
+            f, mask = cv2.findFundamentalMat(
+                pq,
+                pm,
+                _METHODS[p.ransac_method],
+                p.ransac_threshold_px,
+                p.ransac_confidence,
+                p.max_iterations,
+            )
+        except cv2.error:  # USAC asserts on some degenerate sets (OpenCV 5: "!model.empty()")
+            return _Fit("fundamental", n, n)
         if f is None or mask is None or f.shape != (3, 3):
             return _Fit("fundamental", n, n)
         keep = mask.reshape(-1).astype(bool)
@@ -341,15 +349,18 @@ class GeometricVerifier:
         focal = 0.25 * (cq.fx + cq.fy + cm.fx + cm.fy)
         n = len(iq)
         eye = np.eye(3)
-        e, mask = cv2.findEssentialMat(
-            xq,
-            xm,
-            eye,
-            method=_METHODS[p.ransac_method],
-            prob=p.ransac_confidence,
-            threshold=p.ransac_threshold_px / focal,
-            maxIters=p.max_iterations,
-        )
+        try:
+            e, mask = cv2.findEssentialMat(
+                xq,
+                xm,
+                eye,
+                method=_METHODS[p.ransac_method],
+                prob=p.ransac_confidence,
+                threshold=p.ransac_threshold_px / focal,
+                maxIters=p.max_iterations,
+            )
+        except cv2.error:  # as for the fundamental matrix: a degenerate set is a failed fit
+            return _Fit("essential", n, n)
         if e is None or mask is None or e.shape != (3, 3):  # several solutions stack as (3k, 3): refuse
             return _Fit("essential", n, n)
         _, r, t, pose_mask = cv2.recoverPose(e, xq, xm, eye, mask=mask.copy())

@@ -220,3 +220,20 @@ def test_bad_inputs_raise_naming_the_problem() -> None:
     assert len(blank) == 0
     res = GeometricVerifier().verify(blank, blank)
     assert not res.success and res.reason == "too_few_matches"
+
+
+def test_a_pair_that_makes_opencvs_usac_assert_is_a_failed_fit_not_an_error() -> None:
+    """Keypoint pairs from a 565-frame synthetic build-map run on which OpenCV 5's USAC
+    fundamental-matrix estimator raises ``!model.empty()`` (it stopped the build): the
+    verifier reports a failed fit and the caller carries on."""
+    data = np.load(Path(__file__).parent / "data" / "usac_degenerate_pair.npz")
+    q, m = data["query"], data["match"]
+    with pytest.raises(cv2.error):  # still true of OpenCV: otherwise this test has no subject
+        cv2.findFundamentalMat(
+            q.astype(np.float64), m.astype(np.float64), cv2.USAC_ACCURATE, 1.0, 0.999, 1000
+        )
+    desc = np.random.default_rng(0).integers(0, 256, (len(q), 32), dtype=np.uint8)
+    fq = KeyframeFeatures.create("orb", q, desc, (640, 480))
+    fm = KeyframeFeatures.create("orb", m, desc.copy(), (640, 480))
+    res = GeometricVerifier(GeometryParams(min_inliers=1)).verify(fq, fm)
+    assert not res.success and res.reason == "model_fit_failed" and res.matches == len(q)
