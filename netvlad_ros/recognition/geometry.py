@@ -52,6 +52,7 @@ are one patch of repeated texture.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
@@ -492,17 +493,26 @@ def _pnp_covariance(
         t = _perturbed(t_mq, delta)
         return (_project_h(obj, k, _inverse(t) if invert else t) - img).reshape(-1)
 
-    r0 = residual(np.zeros(6))
-    jac = np.empty((r0.size, 6))
+    cov, r0 = _gauss_newton_covariance(residual, 6)
+    return cov, _rms(r0)
+
+
+def _gauss_newton_covariance(
+    residual: Callable[[np.ndarray], np.ndarray], n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``sigma^2 (J^T J)^-1`` (symmetric, n x n) of the parameters a residual function (pixels)
+    is perturbed by at 0, with a central-difference Jacobian and ``sigma^2 = RSS / (m - n)``
+    floored at :data:`MIN_SIGMA_PX` squared; also the residuals at 0."""
+    r0 = residual(np.zeros(n))
+    jac = np.empty((r0.size, n))
     eps = 1e-6
-    for j in range(6):
-        d = np.zeros(6)
+    for j in range(n):
+        d = np.zeros(n)
         d[j] = eps
         jac[:, j] = (residual(d) - residual(-d)) / (2 * eps)
-    dof = max(r0.size - 6, 1)
-    sigma2 = max(float(r0 @ r0) / dof, MIN_SIGMA_PX**2)
+    sigma2 = max(float(r0 @ r0) / max(r0.size - n, 1), MIN_SIGMA_PX**2)
     cov = sigma2 * np.linalg.pinv(jac.T @ jac)
-    return 0.5 * (cov + cov.T), float(np.sqrt(np.mean(r0**2)))
+    return 0.5 * (cov + cov.T), r0
 
 
 def _sampson(f: np.ndarray, x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
@@ -533,15 +543,5 @@ def _essential_rotation_covariance(
         tt = tt / np.linalg.norm(tt)
         return focal * _sampson(_skew(tt) @ rr, xq, xm)
 
-    r0 = residual(np.zeros(5))
-    jac = np.empty((r0.size, 5))
-    eps = 1e-6
-    for j in range(5):
-        d = np.zeros(5)
-        d[j] = eps
-        jac[:, j] = (residual(d) - residual(-d)) / (2 * eps)
-    dof = max(r0.size - 5, 1)
-    sigma2 = max(float(r0 @ r0) / dof, MIN_SIGMA_PX**2)
-    cov5 = sigma2 * np.linalg.pinv(jac.T @ jac)
-    rot = cov5[:3, :3]
-    return 0.5 * (rot + rot.T), _rms(r0)
+    cov5, r0 = _gauss_newton_covariance(residual, 5)
+    return cov5[:3, :3], _rms(r0)

@@ -34,22 +34,7 @@ def _view(scene: np.ndarray, shift: int) -> np.ndarray:
 def test_slam_loop_closure_on_revisit(start_node, node_client, scenes, small_model):
     from netvlad_ros.ros.tables import KEYFRAME_DTYPE, LOOP_CLOSURE_DTYPE, pointcloud2_to_array
 
-    child = start_node(
-        {
-            "mode": "slam",
-            "model_path": str(small_model),
-            "device": "cpu",
-            "diagnostics_period_s": 0.25,
-            "loop_closure.exclusion_seconds": 3.0,
-            # the small test model scores other views of a place ~0.85, other places <= 0.4
-            "loop_closure.min_score": 0.5,
-            "loop_closure.temporal_consistency": 1,
-            "loop_closure.geometric_verification": True,
-            "loop_closure.geometry.min_inliers": 30,
-            "keyframe.distance_m": 1.0,
-        },
-        namespace="/slam",
-    )
+    child = start_node(_slam_session_params(small_model), namespace="/slam")
     client = node_client(namespace="/slam")
     client.wait_ready(child)
     assert client.ros.spin_until(lambda: client.odom_pub.get_subscription_count() > 0, 10.0)
@@ -119,7 +104,9 @@ def test_slam_loop_closure_on_revisit(start_node, node_client, scenes, small_mod
 
 
 def _slam_session_params(small_model, **extra) -> dict:
-    """The SLAM test's parameters (small test model: its scores need ``min_score`` 0.5)."""
+    """The SLAM tests' parameters (verification, consistency 1 and 1 m keyframes are defaults).
+    The small test model scores other views of a place ~0.85, other places <= 0.4: its
+    ``min_score`` is 0.5."""
     params = {
         "mode": "slam",
         "model_path": str(small_model),
