@@ -10,7 +10,8 @@ the localize node is in the two tables it subscribes to.
 Inputs (relative names, remappable; the defaults meet a ``netvlad_localizer`` in the same
 namespace):
 
-- ``odom`` (nav_msgs/Odometry, BEST_EFFORT depth 50: matches either kind of publisher);
+- ``odom`` (nav_msgs/Odometry, BEST_EFFORT depth ``ODOM_QUEUE_DEPTH``: matches either kind of
+  publisher; 10 s of 100 Hz odometry, so a slow graph update or a loaded CPU drops none);
 - ``netvlad_localizer/map_keyframes`` (PointCloud2 table, transient local): ids and stamps;
 - ``netvlad_localizer/loop_closures`` (PointCloud2 table, RELIABLE depth 100).
 
@@ -54,6 +55,9 @@ from netvlad_ros.ros.tables import TableError, pointcloud2_to_array
 __all__ = ["NODE_NAME", "PARAMS", "REJECT_REASONS", "PoseGraphNode", "PoseGraphNodeParams"]
 
 NODE_NAME = "netvlad_pose_graph"
+
+#: Odometry messages the subscription queues while a callback runs (about 1 KB each).
+ODOM_QUEUE_DEPTH = 1000
 
 #: Every reason an input is dropped (diagnostics key ``rejected.<reason>``).
 REJECT_REASONS: tuple[str, ...] = (*LIVE_REASONS, "table_invalid", "internal_error")
@@ -141,7 +145,7 @@ class PoseGraphNode(Node):
         self._marker_pub = self.create_publisher(MarkerArray, "~/markers", latched_qos(1))
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", reliable)
         self.create_subscription(
-            Odometry, "odom", self._guard(self._on_odom), qos_from_name("sensor_data", 50)
+            Odometry, "odom", self._guard(self._on_odom), qos_from_name("sensor_data", ODOM_QUEUE_DEPTH)
         )
         self.create_subscription(
             PointCloud2, "netvlad_localizer/map_keyframes", self._guard(self._on_keyframes), latched_qos(1)
