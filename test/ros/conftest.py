@@ -176,6 +176,13 @@ class Child:
             raise AssertionError(f"child {self.name} printed no JSON result:\n{self.stderr_tail()}")
         return json.loads(lines[-1])
 
+    def interrupt(self, timeout: float) -> int:
+        """Ctrl-C (SIGINT to the group) and the exit status, waiting up to ``timeout`` s (for a
+        clean shutdown that has work to finish, e.g. a map save; ``stop`` kills after 3 s)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)
+        return self.wait(timeout)
+
     def stop(self) -> None:
         """SIGINT the group, then SIGKILL it if it is still there after 3 s."""
         if self.proc.poll() is not None:
