@@ -11,7 +11,12 @@ Per keyframe:
 1. Retrieve the ``top_k`` most similar *older* keyframes, leaving out the last
    ``exclusion_seconds`` (in the search itself) and the last
    ``exclusion_keyframes`` keyframes (the recent past always looks alike).
-2. Drop candidates scoring below ``min_score``.
+2. Drop candidates scoring below ``min_score``. Its default ``0`` means auto: the median
+   cosine between consecutive keyframes of the map (stamp order, pairs at most
+   ``AUTO_PAIR_MAX_M`` apart), i.e. a revisit must look at least as alike as a typical step
+   along the path. Cosines depend on the model and the environment (one head's same-place
+   median on the RTAB-Map walk is 0.85, another's 0.76); this one number follows both. Until
+   the map has ``AUTO_MIN_PAIRS`` such pairs no candidate passes.
 3. Group the rest into islands: runs of keyframes adjacent in stamp order (gaps
    up to ``island_max_gap`` keyframes). An island's score is the sum of its
    members' scores, so a place matched by several neighbouring keyframes beats an
@@ -126,7 +131,11 @@ class LoopClosureParams:
     """
 
     top_k: int = param(20, "older keyframes retrieved per keyframe", range=(1, 1000))
-    min_score: float = param(0.85, "minimum cosine similarity of a candidate", range=(-1.0, 1.0))
+    min_score: float = param(
+        0.0,
+        "minimum cosine of a candidate; 0 = auto (median cosine of consecutive keyframes)",
+        range=(-1.0, 1.0),
+    )
     exclusion_seconds: float = param(20.0, "keyframes younger than this are never matched", range=(0.0, _BIG))
     exclusion_keyframes: int = param(0, "the last N keyframes are never matched", range=(0, 1_000_000))
     island_max_gap: int = param(
@@ -270,6 +279,57 @@ def odometry_disagreement(t_odom: np.ndarray, t_vis: np.ndarray, scale_known: bo
     return float(np.degrees(np.arccos(np.clip(a @ b / (na * nb), -1.0, 1.0)))), rot
 
 
+#: Consecutive keyframes at most this far apart (metres, their stored positions) are one step
+#: along the path for the auto ``min_score`` (the calibration's same-place radius).
+AUTO_PAIR_MAX_M = 10.0
+#: Consecutive pairs the auto ``min_score`` needs; below it no candidate passes.
+AUTO_MIN_PAIRS = 5
+
+
+class StepSimilarity:
+    """Cosines of consecutive keyframes (stamp order) of a map, kept up to date as it grows.
+
+    Appending a keyframe after the newest costs one dot product; any other change (a loaded
+    map, a keyframe inserted in the past, a removal) recomputes every pair in chunks.
+    """
+
+    _CHUNK = 1024
+
+    def __init__(self, db: MapDatabase, order: KeyframeOrder) -> None:
+        self._db, self._order = db, order
+        self._ids: np.ndarray = np.zeros(0, np.int64)
+        self._scores: list[float] = []
+
+    def _pair_scores(self, a: np.ndarray, b: np.ndarray) -> list[float]:
+        out: list[float] = []
+        for k in range(0, len(a), self._CHUNK):
+            ia, ib = a[k : k + self._CHUNK], b[k : k + self._CHUNK]
+            cos = np.einsum("ij,ij->i", self._db.descriptors(ia), self._db.descriptors(ib))
+            dist = np.linalg.norm(self._db.positions(ia) - self._db.positions(ib), axis=1)
+            out += [float(c) for c, d in zip(cos, dist, strict=True) if not d > AUTO_PAIR_MAX_M]
+        return out
+
+    def update(self) -> None:
+        """Bring the pairs in line with the map (call after ``order.refresh()``)."""
+        ids = np.asarray(self._order.ids, dtype=np.int64)
+        n = len(self._ids)
+        if len(ids) == n and np.array_equal(ids, self._ids):
+            return
+        if len(ids) == n + 1 and n > 0 and np.array_equal(ids[:n], self._ids):
+            self._scores += self._pair_scores(ids[n - 1 : n], ids[n:])
+        else:
+            self._scores = self._pair_scores(ids[:-1], ids[1:]) if len(ids) > 1 else []
+        self._ids = ids.copy()
+
+    @property
+    def pairs(self) -> int:
+        return len(self._scores)
+
+    def median(self) -> float:
+        """Median step cosine; +inf (nothing passes) with fewer than ``AUTO_MIN_PAIRS`` pairs."""
+        return float(np.median(self._scores)) if len(self._scores) >= AUTO_MIN_PAIRS else math.inf
+
+
 class LoopClosureDetector:
     """Stateful loop-closure detector over a growing ``MapDatabase``.
 
@@ -287,6 +347,9 @@ class LoopClosureDetector:
         self.params.validate()
         self._db = db
         self._order = KeyframeOrder(db)
+        self._steps = StepSimilarity(db, self._order)
+        #: The candidate threshold the last ``process`` used (None before the first): diagnostics.
+        self.last_min_score: float | None = None
         e = np.asarray(
             DEFAULT_BODY_FROM_OPTICAL if body_from_optical is None else body_from_optical, np.float64
         )
@@ -318,6 +381,15 @@ class LoopClosureDetector:
         self.params = params
         self._verifier = GeometricVerifier(params.geometry) if params.geometric_verification else None
 
+    def effective_min_score(self) -> float:
+        """The candidate score threshold in force: ``params.min_score``, or for 0 (auto) the
+        median step cosine of the map as it is now (+inf while it has too few pairs)."""
+        if self.params.min_score != 0:
+            return self.params.min_score
+        self._order.refresh()
+        self._steps.update()
+        return self._steps.median()
+
     def _chain_add(self, keyframe_id: int) -> None:
         pos = self._db.positions([keyframe_id])[0]
         if self._last_chain is None:
@@ -344,6 +416,7 @@ class LoopClosureDetector:
             )
         qpos = self._order.position(keyframe_id)
         self._chain_add(keyframe_id)
+        min_score = self.last_min_score = self.effective_min_score()
 
         res = self._db.search(
             d[None, :], p.top_k + p.exclusion_keyframes + 1, exclude_newer_than=stamp - p.exclusion_seconds
@@ -364,7 +437,7 @@ class LoopClosureDetector:
                     rejected.append(RejectedCandidate(i, st, s, RejectReason.INSIDE_EXCLUSION_WINDOW))
                 elif considered >= p.top_k:
                     continue  # surplus fetched only to make up for excluded ones
-                elif s < p.min_score:
+                elif s < min_score:
                     considered += 1
                     rejected.append(RejectedCandidate(i, st, s, RejectReason.BELOW_MIN_SCORE))
                 else:

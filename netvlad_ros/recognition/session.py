@@ -586,7 +586,8 @@ class RecognitionSession:
     def status(self) -> dict[str, Any]:
         """Mode, map size, unsaved changes and the localizer's thresholds (for diagnostics):
         ``calibration`` is :attr:`LocalizerThresholds.status`, the line that says whether the
-        map's calibration is used or why the documented fallbacks apply."""
+        map's calibration is used or why the documented fallbacks apply; ``loop_min_score`` the
+        loop-closure candidate threshold the last keyframe used (None before one)."""
         with self._lock:
             th = self._localizer.thresholds
             return {
@@ -597,4 +598,6 @@ class RecognitionSession:
                 "calibration": th.status,
                 "min_inliers": th.min_inliers,
                 "min_inliers_source": th.min_inliers_source,
+                "loop_min_score": self._detector.last_min_score,
+                "loop_min_score_source": "auto" if self.params.loop_closure.min_score == 0 else "explicit",
             }

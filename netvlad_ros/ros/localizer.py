@@ -496,6 +496,9 @@ class LocalizeNode(Node):
             "unsaved_keyframes": status["unsaved_keyframes"],
             "calibration": status["calibration"],
             "localizer.min_inliers": f"{status['min_inliers']} ({status['min_inliers_source']})",
+            "loop_closure.min_score": _threshold_text(
+                status["loop_min_score"], status["loop_min_score_source"]
+            ),
             "keyframes_added": s["keyframes_added"],
             "loop_closures": s["loop_closures"],
             "saves": s["saves"],
@@ -692,3 +695,13 @@ def _from_ros(kind: str, value: Any) -> Any:
         if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) for v in value):
             return tuple(float(v) for v in value)
     return value  # anything else: check_values refuses it, naming the parameter
+
+
+def _threshold_text(value: float | None, source: str) -> str:
+    """A loop-closure threshold for diagnostics: ``0.7650 (auto)``; ``none yet`` before the first
+    keyframe; ``no candidates yet`` while the auto rule has too few keyframe pairs."""
+    if value is None:
+        return f"none yet ({source})"
+    if math.isinf(value):
+        return f"no candidates yet ({source}: too few keyframe pairs)"
+    return f"{value:.4f} ({source})"

@@ -161,3 +161,79 @@ def test_contract_violations_raise() -> None:
         p = params()
         p.geometry.ratio = 1.5  # a ratio test above 1 keeps every match
         LoopClosureDetector(run.db, p)
+
+
+def chain(n: int, step_cos: list[float]) -> list[np.ndarray]:
+    """n unit descriptors; consecutive ones have cosine step_cos[i] (each a mix of its own
+    direction and the previous descriptor, so non-neighbours score lower)."""
+    out = [BASIS[0].astype(np.float64)]
+    for i in range(1, n):
+        c = step_cos[i - 1]
+        v = c * out[-1] + math.sqrt(1.0 - c * c) * BASIS[i]
+        out.append(v / np.linalg.norm(v))
+    return [v.astype(np.float32) for v in out]
+
+
+def test_auto_min_score_is_the_median_step_cosine_and_follows_the_map() -> None:
+    from netvlad_ros.recognition.loop_closure import AUTO_MIN_PAIRS
+
+    steps = [0.62, 0.91, 0.75, 0.83, 0.70, 0.88, 0.79, 0.66, 0.95, 0.72]
+    descs = chain(11, steps)
+    run = Run(params(min_score=0.0))
+    for k, d in enumerate(descs):
+        run.step(d)
+        if k < AUTO_MIN_PAIRS:  # fewer than 5 consecutive pairs: no candidate may pass
+            assert math.isinf(run.det.last_min_score)
+        else:
+            assert run.det.last_min_score == pytest.approx(float(np.median(steps[:k])), abs=1e-6)
+    # the median of the 10 step cosines (0.77) is the threshold in force now
+    assert run.det.effective_min_score() == pytest.approx(0.77, abs=1e-6)
+    # revisits of keyframe 0, each 11 m after the last keyframe (so it adds no step pair):
+    # cosine 0.80 (above 0.77) is a candidate, 0.74 is not
+    run.t += 10.0
+    _, res = run.step(mix({0: 0.80}, noise=50))
+    assert run.det.last_min_score == pytest.approx(0.77, abs=1e-6)
+    assert [lc.match_id for lc in res.accepted] == [0]
+    run.t += 10.0
+    _, res = run.step(mix({0: 0.74}, noise=51))
+    assert run.det.last_min_score == pytest.approx(0.77, abs=1e-6)
+    assert not res.accepted and reasons(res)[0] is RejectReason.BELOW_MIN_SCORE
+    # an explicit number still wins
+    run.det.set_params(params(min_score=0.5))
+    assert run.det.effective_min_score() == 0.5
+
+
+def test_auto_min_score_ignores_pairs_far_apart_and_matches_a_loaded_map() -> None:
+    """Consecutive keyframes more than AUTO_PAIR_MAX_M (10 m) apart are not one step along the
+    path; a detector on a loaded map (all pairs at once) gets what the incremental one got."""
+    from netvlad_ros.recognition.loop_closure import AUTO_PAIR_MAX_M
+
+    steps = [0.9, 0.9, 0.9, 0.9, 0.9, 0.1, 0.9, 0.9]  # the 0.1 step is a 50 m jump (a new street)
+    descs = chain(9, steps)
+    db = MapDatabase.create(DIM, "test-fingerprint")
+    x = 0.0
+    for k, d in enumerate(descs):
+        x += 50.0 if k == 6 else 1.0
+        db.add(
+            [Keyframe(stamp=float(k), frame_id="map", position=[x, 0, 0], orientation=[0, 0, 0, 1])], d[None]
+        )
+    assert AUTO_PAIR_MAX_M < 50.0
+    det = LoopClosureDetector(db, params(min_score=0.0))
+    assert det.effective_min_score() == pytest.approx(0.9, abs=1e-6)
+    # the same map grown keyframe by keyframe gives the same threshold
+    grown = MapDatabase.create(DIM, "test-fingerprint")
+    det2 = LoopClosureDetector(grown, params(min_score=0.0))
+    for k in range(len(db)):
+        kf = db.keyframe(k)
+        kid = int(grown.add([kf], db.descriptors([k]))[0])
+        det2.process(kid, kf.stamp, db.descriptors([k])[0])
+    assert det2.effective_min_score() == pytest.approx(det.effective_min_score(), abs=1e-6)
+    # the 0.1 pair alone would not move a median of 8, so also a map where most steps are
+    # 100 m jumps (cosine 0.3): only the 5 close pairs (0.9) count
+    db3 = MapDatabase.create(DIM, "test-fingerprint")
+    for k, d in enumerate(chain(12, [0.3] * 6 + [0.9] * 5)):
+        pos = [100.0 * k if k <= 6 else 600.0 + k, 0, 0]  # first 6 steps 100 m apart
+        db3.add([Keyframe(stamp=float(k), frame_id="map", position=pos, orientation=[0, 0, 0, 1])], d[None])
+    assert LoopClosureDetector(db3, params(min_score=0.0)).effective_min_score() == pytest.approx(
+        0.9, abs=1e-6
+    )
