@@ -27,7 +27,7 @@ from .model_file import ModelFileError
 
 __all__ = ["DEFAULT_MODEL_FILE", "DEFAULT_MODEL_NAME", "cache_dir", "default_model_path"]
 
-DEFAULT_MODEL_NAME = "default-efficientnet_lite0-stage5-netvlad-k32-v2"
+DEFAULT_MODEL_NAME = "default-efficientnet_lite0-stage5-netvlad-k32-v3"
 DEFAULT_MODEL_FILE = f"{DEFAULT_MODEL_NAME}.safetensors"
 
 

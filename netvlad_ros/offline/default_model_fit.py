@@ -19,6 +19,7 @@ records the recipe and the Recall@1 table that chose it.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ from ..model.model_file import save_model
 from ..synthetic.sampler import fitting_frames
 
 __all__ = [
+    "DEFAULT_CARD_MAX_SIDE",
     "DEFAULT_FIT_FRAMES",
     "DEFAULT_FIT_MAX_SIDE",
     "DEFAULT_FIT_PER_IMAGE",
@@ -51,8 +53,10 @@ DEFAULT_FIT_FRAMES = 4096
 DEFAULT_FIT_PER_IMAGE = 100
 #: Seed of the descriptor sampling and of faiss k-means.
 DEFAULT_FIT_SEED = 0
-#: The input size the head is fitted at, and the card's ``preprocessing.max_side``.
+#: The input size the local descriptors are sampled at (k-means input).
 DEFAULT_FIT_MAX_SIDE = 320
+#: The card's ``preprocessing.max_side``: the size the network sees at run time.
+DEFAULT_CARD_MAX_SIDE = 480
 
 
 class FittingImages(Sequence[np.ndarray]):
@@ -92,6 +96,7 @@ def fit_default_model(
     per_image: int = DEFAULT_FIT_PER_IMAGE,
     seed: int = DEFAULT_FIT_SEED,
     max_side: int = DEFAULT_FIT_MAX_SIDE,
+    card_max_side: int = DEFAULT_CARD_MAX_SIDE,
 ) -> Path:
     """Render the fitting frames, fit the NetVLAD centres by k-means, save the head-only model.
 
@@ -122,6 +127,9 @@ def fit_default_model(
         )
     finally:
         faiss.omp_set_num_threads(threads)
+    # Sampled at ``max_side``, run at ``card_max_side`` (docs/model.md: the two are measured apart).
+    card.preprocessing = dataclasses.replace(card.preprocessing, max_side=card_max_side)
+    card.validate()
     # A reproducible card: no time stamp or duration (docs/model.md records the fit time).
     card.provenance = {k: v for k, v in card.provenance.items() if k not in ("created", "seconds")}
     return save_model(output, net, card, head_only=True)

