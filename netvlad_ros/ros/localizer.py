@@ -346,6 +346,7 @@ class LocalizeNode(Node):
         """The aligned depth of an image, or None (why is counted) when depth is being published."""
         if not len(self._depth):
             return None  # no depth stream: not an error
+        self._depth.wait_for(stamp)  # depth often comes a little after its colour image
         found = self._depth.lookup(stamp, width, height)
         if found.depth is None:
             self._reject(
@@ -606,6 +607,7 @@ class LocalizeNode(Node):
         self._values = values
         self._cfg = node_config(values)
         self._session.configure(self._cfg.session)
+        self._depth.params = self._cfg.depth  # tolerance_s, wait_s (buffer_size is read-only)
         if self._cfg.session.mode != old.session.mode:
             self.get_logger().info(f"mode switched to {self._cfg.session.mode}")
         if self._cfg.node.map_frame != old.node.map_frame:

@@ -9,8 +9,12 @@ feature extractor reads. ``step`` (row padding) and ``is_bigendian`` are honoure
 Pairing (:class:`DepthPairer`): message_filters is not installable here, and an
 approximate-time synchroniser is more than a keyframe needs, so the node keeps the newest
 ``buffer_size`` depth messages (undecoded: only a keyframe's depth is ever decoded) and,
-for a colour image, looks up the nearest one within ``tolerance_s``. Every failed pairing
-is counted by reason (``counts``), the node's ``/diagnostics`` keys:
+for a colour image, looks up the nearest one within ``tolerance_s``. Depth travels on its
+own topic and often arrives a little after the colour image of the same stamp (a loaded
+CPU, a fast replay): while a depth stream is live, :meth:`DepthPairer.wait_for` lets the
+caller wait up to ``wait_s`` for it, so a keyframe does not lose its depths (and its loop
+closures their metric pose) to message order. Every failed pairing is counted by reason
+(``counts``), the node's ``/diagnostics`` keys:
 
 - ``depth_missing``: no depth message within the tolerance (none yet, or a gap);
 - ``depth_wrong_size``: the depth image is not the colour image's size (not aligned);
@@ -37,6 +41,7 @@ from .errors import SensorError
 __all__ = [
     "DEPTH_ENCODINGS",
     "DEPTH_ERROR_REASONS",
+    "DEPTH_GAP_S",
     "DepthError",
     "DepthLookup",
     "DepthPairer",
@@ -138,10 +143,22 @@ class DepthParams:
         0.02, "a depth image this close to the colour image's stamp is its depth (s)", range=(0.0, 10.0)
     )
     buffer_size: int = param(30, "newest depth messages kept for pairing", range=(1, 10000), read_only=True)
+    wait_s: float = param(
+        0.25,
+        "while depth is streaming, wait up to this long (wall clock) for the depth of a colour "
+        "image that arrived before it (s; 0: do not wait)",
+        range=(0.0, 10.0),
+    )
 
     def validate(self) -> None:
         """Raise SensorError naming the first invalid field."""
         check_fields(self, error=SensorError)
+
+
+DEPTH_GAP_S = 1.0
+"""A depth stream whose newest image is this much older (stamp time) than a colour image has
+stopped or has a gap: :meth:`DepthPairer.wait_for` does not wait for it (a stream at even
+1 Hz is within it; a dead stream must not add ``wait_s`` to every frame)."""
 
 
 @dataclass(frozen=True)
@@ -168,6 +185,7 @@ class DepthPairer:
         self.params = params or DepthParams()
         self.params.validate()
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         self._buf: deque[tuple[float, Any]] = deque(maxlen=self.params.buffer_size)
         self.counts: dict[str, int] = dict.fromkeys(DEPTH_ERROR_REASONS, 0)
         self.paired = 0
@@ -190,6 +208,25 @@ class DepthPairer:
             raise DepthError(f"depth stamp {stamp!r} is not finite", "depth_malformed")
         with self._lock:
             self._buf.append((t, msg))
+            self._arrived.notify_all()
+
+    def wait_for(self, stamp: float, timeout_s: float | None = None) -> bool:
+        """Wait until a depth message stamped at or after ``stamp`` is buffered; True when one is.
+
+        Returns at once (False) when nothing is buffered (no depth stream) or the newest depth
+        is more than :data:`DEPTH_GAP_S` older than ``stamp`` (the stream stopped), and after
+        ``timeout_s`` (default ``params.wait_s``) otherwise. Call it from a worker thread,
+        never from the callback that delivers depth.
+        """
+        t = float(stamp)
+        timeout = self.params.wait_s if timeout_s is None else float(timeout_s)
+
+        def done() -> bool:
+            return not self._buf or self._buf[-1][0] >= t or self._buf[-1][0] < t - DEPTH_GAP_S
+
+        with self._arrived:
+            self._arrived.wait_for(done, timeout=max(timeout, 0.0))
+            return bool(self._buf) and self._buf[-1][0] >= t
 
     def lookup(self, stamp: float, width: int, height: int) -> DepthLookup:
         """The depth for a colour image at ``stamp`` of ``width`` x ``height``, or why there is none."""

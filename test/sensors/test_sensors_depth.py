@@ -80,3 +80,31 @@ def test_pairing_by_stamp_counts_every_failure() -> None:
         p.add(float("nan"), msg(good, "16UC1"))
     p.clear()
     assert len(p) == 0 and sum(p.counts.values()) == 0
+
+
+def test_wait_for_returns_when_the_late_depth_arrives_and_never_waits_for_a_dead_stream() -> None:
+    import threading
+    import time
+
+    pairer = DepthPairer(DepthParams(wait_s=5.0))
+    t0 = time.monotonic()
+    assert pairer.wait_for(10.0) is False  # no depth stream at all: no wait
+    assert time.monotonic() - t0 < 0.5  # measured ~0 ms; 5 s if it waited
+    depth = np.full((4, 6), 1.5, np.float32)
+    depth_msg = msg(depth, "32FC1")
+    pairer.add(9.9, depth_msg)
+    # The colour image at 10.0 came first; its depth arrives 0.3 s later on another thread.
+    threading.Timer(0.3, pairer.add, args=(10.0, depth_msg)).start()
+    t0 = time.monotonic()
+    assert pairer.wait_for(10.0) is True
+    waited = time.monotonic() - t0
+    assert 0.25 <= waited < 3.0  # waited for the message (~0.3 s), not for the 5 s timeout
+    assert pairer.lookup(10.0, 6, 4).dt == 0.0  # the exact-stamp depth, not the earlier one
+    # A stream whose newest depth is > DEPTH_GAP_S (1 s) older than the image has stopped.
+    t0 = time.monotonic()
+    assert pairer.wait_for(11.5) is False
+    assert time.monotonic() - t0 < 0.5
+    # A live stream that is late beyond wait_s: the wait ends at the timeout.
+    t0 = time.monotonic()
+    assert pairer.wait_for(10.5, timeout_s=0.2) is False
+    assert 0.15 <= time.monotonic() - t0 < 3.0
