@@ -19,6 +19,9 @@ between keyframe ids (``~/loop_closures``, as soon as a keyframe closes a loop, 
   ``closure_unknown_keyframe`` once the tables have moved past a missing keyframe (it was
   left out, or never listed while later ids were) or when more than
   ``max_pending_closures`` wait;
+- scale-free closures (``scale_known`` false: no depth, essential matrix) are left out
+  unless ``scale_free_closures`` is on: their rotations err by several degrees where their
+  stated sigma says a tenth of one, and one such closure bends the graph (docs/posegraph.md);
 - odometry covariances are not used: a ``nav_msgs/Odometry`` covariance is the accumulated
   uncertainty of the pose, not that of one step (docs/posegraph.md), so every odometry
   factor gets the fallback model ``graph.odom_*``.
@@ -56,6 +59,7 @@ LIVE_REASONS: tuple[str, ...] = (
     "keyframe_time_backwards",  # older than the newest keyframe in the graph
     "keyframe_outside_odometry",  # no odometry within odom_max_age_s of its stamp
     "closure_without_pose",  # the front end gave no relative pose (NaN)
+    "closure_scale_free",  # scale_known false and scale_free_closures off (the default)
     "closure_pose_invalid",  # not a rigid transform (non-unit quaternion, ...)
     "closure_without_covariance",  # covariance all NaN
     "closure_covariance_invalid",  # not symmetric positive definite, not finite, singular
@@ -88,6 +92,12 @@ class LiveGraphParams:
         "odometry samples kept (the newest): must span the keyframe table's delay "
         "(~1 s) at the odometry rate",
         range=(10, 10_000_000),
+        read_only=True,
+    )
+    scale_free_closures: bool = param(
+        False,
+        "use loop closures without metric scale (monocular, essential matrix) as rotation-only "
+        "factors; off: they are counted (closure_scale_free) and left out (docs/posegraph.md)",
         read_only=True,
     )
     max_pending_closures: int = param(
@@ -248,6 +258,10 @@ class LiveGraph:
         ``update=False`` leaves the iSAM2 update to a later :meth:`update`.
         """
         what = f"loop closure {query_id} -> {match_id}"
+        if not scale_known and not self.params.scale_free_closures:
+            return self._reject(
+                "closure_scale_free", f"{what}: scale-free (no depth); scale_free_closures is off"
+            )
         if _has_nan(T_match_query):
             return self._reject("closure_without_pose", f"{what}: no relative pose")
         try:

@@ -151,9 +151,10 @@ def test_bad_loop_closures_are_counted_by_reason():
         assert live.add_loop_closure(0, 2, pose, cov, scale_known) == reason, reason
     assert live.add_loop_closure(2, 2, np.eye(4), CONFIDENT, True) is None
     assert live.rejects["closure_invalid"] == 1  # from a keyframe to itself, refused by the graph
-    # scale-free: only the rotation block is read, a NaN translation block is fine
-    assert live.add_loop_closure(0, 2, np.eye(4), half_nan, False) is None
-    assert live.status().loop_closures == 1
+    # scale-free closures are left out by default (scale_free_closures off), counted
+    assert live.add_loop_closure(0, 2, np.eye(4), CONFIDENT, False) == "closure_scale_free"
+    assert "[closure_scale_free]" in live.last_problem
+    assert live.status().loop_closures == 0
     expected = {r: 0 for r in LIVE_REASONS}
     expected.update(
         closure_without_pose=2,
@@ -161,9 +162,17 @@ def test_bad_loop_closures_are_counted_by_reason():
         closure_without_covariance=2,
         closure_covariance_invalid=3,
         closure_invalid=1,
+        closure_scale_free=1,
     )
     assert dict(live.rejects) == expected
-    assert "[closure_invalid]" in live.last_problem
+    # opted in: only the rotation block is read, a NaN translation block is fine
+    on = LiveGraph(LiveGraphParams(scale_free_closures=True))
+    for k in range(3):
+        on.add_odometry(float(k), [float(k), 0.0, 0.0], [0.0, 0.0, 0.0, 1.0])
+    on.add_keyframes([0, 1, 2], [0.0, 1.0, 2.0])
+    assert on.add_loop_closure(0, 2, np.eye(4), half_nan, False) is None
+    assert on.status().loop_closures == 1 and sum(on.rejects.values()) == 0
+    assert on.graph.counters["loop_closures_scale_free"] == 1
 
 
 def test_bad_odometry_and_keyframes_are_counted():
