@@ -168,6 +168,9 @@ def run_demo(
     The nodes run on their default parameters: only what says where things are (map, topics,
     mode, device) is given. ``localization`` / ``slam`` switch the two phases;
     ``slam_speed``: replay speed of the SLAM drive (default ``2 * rate``).
+    Call it in a fresh process (as ``make demo`` and ``netvlad-ros demo`` do): Fast DDS reads
+    its XML profile once per process, and this process's publisher needs the large-data
+    profile it sets for the depth images.
     """
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
