@@ -12,7 +12,7 @@ nothing can have changed yet.
 
 The main loop spins a ``MultiThreadedExecutor`` (services and timers in their own
 callback groups never wait behind each other) in short ``spin_once`` slices, checking
-the flag; on stop it calls the node's ``shutdown()`` (stop threads, final saves), then
+the flag (see :func:`started_executor` for why it is a subclass); on stop it calls the node's ``shutdown()`` (stop threads, final saves), then
 destroys the node and the context. Exit status: 0 after a signal or a normal end, 2
 when the node cannot start (one line on stderr naming the problem, never a traceback).
 
@@ -30,13 +30,16 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["StartupError", "run"]
+__all__ = ["StartupError", "run", "started_executor"]
 
 _SPIN_SLICE_S = 0.1
+#: How long the executor waits for a dispatched callback to start before it looks for more work.
+_START_WAIT_S = 0.05
 
 
 class StartupError(Exception):
@@ -153,7 +156,7 @@ def _run(
         except StartupError as exc:
             print(f"{program}: error: {exc}", file=sys.stderr)
             return 2
-        executor = MultiThreadedExecutor(num_threads=threads, context=context)
+        executor = started_executor(MultiThreadedExecutor)(num_threads=threads, context=context)
         executor.add_node(node)
         stop.starting = False  # from here on a signal means a clean shutdown (threads, final saves)
         if stop.is_set():
@@ -174,3 +177,33 @@ def _run(
                     executor.shutdown(timeout_sec=5.0)
                 node.destroy_node()
         context.try_shutdown()
+
+
+def started_executor(base: type[Any]) -> type[Any]:
+    """``base`` (rclpy's MultiThreadedExecutor) that lets each dispatched callback start.
+
+    rclpy's MultiThreadedExecutor (Humble to Jazzy; ros2/rclpy#1452, fixed upstream in
+    #1547) hands a callback to its thread pool and immediately looks for work again; a task
+    that the pool has not started yet counts as ready, so the spinning thread hands it over
+    again and again, holding the GIL the pool thread needs to start it. Measured in the
+    node at 30 Hz images on 2 cores (py-spy --gil): the executor thread held the GIL 54 % of
+    the time, starving the worker stages. Waiting (GIL released) until the previous callback
+    has started, or ``_START_WAIT_S`` when the pool is full, removes the spin and keeps the
+    callback groups concurrent. Only public API is used (``wait_for_ready_callbacks``,
+    ``Task.executing``/``done``), so it holds for every rclpy that has them.
+    """
+
+    class _StartedExecutor(base):
+        _last_task: Any = None
+
+        def wait_for_ready_callbacks(self, *args: Any, **kwargs: Any) -> Any:
+            last = self._last_task
+            if last is not None:
+                deadline = time.monotonic() + _START_WAIT_S
+                while not (last.executing() or last.done()) and time.monotonic() < deadline:
+                    time.sleep(0.0002)
+            found = super().wait_for_ready_callbacks(*args, **kwargs)
+            self._last_task = found[0]
+            return found
+
+    return _StartedExecutor
