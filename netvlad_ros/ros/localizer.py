@@ -141,6 +141,10 @@ class LocalizeNode(Node):
         self._pending: _LatestSlot[tuple[Any, float]] = _LatestSlot()
         self._prepared: _LatestSlot[_Prepared] = _LatestSlot()
         self._described: _LatestSlot[tuple[_Prepared, np.ndarray]] = _LatestSlot()
+        # Frames between the start of prepare and the end of the map stage (Little's law: the
+        # latency is about frames in flight / rate, so on 2 cores 3 frames cost a third more
+        # latency than 2 for little more throughput; docs/node.md "Benchmark").
+        self._in_flight = threading.Semaphore(self._cfg.node.pipeline_frames)
 
         inputs = MutuallyExclusiveCallbackGroup()
         services = MutuallyExclusiveCallbackGroup()
@@ -193,19 +197,20 @@ class LocalizeNode(Node):
         # one (``take_when_free``): a stage never works ahead on a frame that a newer one would
         # replace before it is used (wasted CPU on a 2-core robot: 40 % of the frames at 30 Hz).
         # The raw-message slot before ``prepare`` still keeps only the newest image.
+        # The prepare stage also waits for a free place in the pipeline (``pipeline_frames``).
         stages = (
-            ("prepare", self._pending, self._prepared, self._prepare),
-            ("network", self._prepared, self._described, self._describe),
-            ("map", self._described, None, self._finish),
+            ("prepare", self._pending, self._prepared, self._in_flight, self._prepare),
+            ("network", self._prepared, self._described, None, self._describe),
+            ("map", self._described, None, None, self._finish),
         )
         self._workers = [
             threading.Thread(
                 target=self._stage,
-                args=(name, functools.partial(_take_when_free, slot, after), work),
+                args=(name, functools.partial(_take_when_free, slot, after, room), work),
                 name=f"netvlad_{name}",
                 daemon=True,
             )
-            for name, slot, after, work in stages
+            for name, slot, after, room, work in stages
         ]
         for w in self._workers:
             w.start()
@@ -355,16 +360,31 @@ class LocalizeNode(Node):
         return found.depth
 
     # ------------------------------------------------------------------ the worker stages
-    def _stage(self, name: str, take: Callable[[], Any], work: Callable[[Any], None]) -> None:
-        """Run ``work`` on each item ``take`` returns until it returns None (the slot is closed)."""
+    def _stage(self, name: str, take: Callable[[], Any], work: Callable[[Any], bool]) -> None:
+        """Run ``work`` on each item ``take`` returns until it returns None (the slot is closed).
+
+        ``work`` returns True when it handed the frame to the next stage; otherwise (finished,
+        dropped, failed) the frame leaves the pipeline and its place is freed.
+        """
         while (item := take()) is not None:
+            handed_over = False
             try:
-                work(item)
+                handed_over = work(item)
             except Exception as exc:  # never let one frame take the node down
                 self._reject("internal_error", f"error in the {name} stage: {exc!r}")
                 self.get_logger().debug(traceback.format_exc())
+            finally:
+                if not handed_over:
+                    self._in_flight.release()
 
-    def _prepare(self, pending: tuple[Any, float]) -> None:
+    def _hand_over(self, slot: _LatestSlot[T], item: T) -> bool:
+        """Put ``item`` into the next stage's slot; a frame it replaces leaves the pipeline."""
+        if slot.put(item):
+            self._count("skipped")  # a newer frame took its place before the next stage
+            self._in_flight.release()
+        return True
+
+    def _prepare(self, pending: tuple[Any, float]) -> bool:
         """Stage 1: decode the newest image, apply the session's rules, preprocess it."""
         msg, received = pending
         cfg = self._cfg
@@ -376,12 +396,12 @@ class LocalizeNode(Node):
                 bgr = image_msg_to_bgr(msg, cfg.node.scaling16)
         except ImageDecodeError as exc:
             self._reject(exc.reason, f"dropped image: {exc}")
-            return
+            return False
         t1 = time.perf_counter()
         plan = self._session.begin(stamp_to_sec(msg.header.stamp), bgr)
         if isinstance(plan, FrameResult):  # rejected, or not a keyframe: no network
             self._finish_frame(plan, msg.header.stamp, received, cfg, {"decode": (t1 - t0) * 1e3})
-            return
+            return False
         h, w = bgr.shape[:2]
         plan = dataclasses.replace(
             plan, camera=self._camera_for(w, h), depth=self._depth_for(plan.stamp, w, h)
@@ -389,22 +409,21 @@ class LocalizeNode(Node):
         prepared = self._session.prepare(plan)
         t2 = time.perf_counter()
         timings = {"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3}
-        if self._prepared.put(_Prepared(plan, prepared, msg.header.stamp, received, timings)):
-            self._count("skipped")  # prepared, but a newer frame took its place before the network
+        return self._hand_over(self._prepared, _Prepared(plan, prepared, msg.header.stamp, received, timings))
 
-    def _describe(self, item: _Prepared) -> None:
+    def _describe(self, item: _Prepared) -> bool:
         """Stage 2: the network."""
         t0 = time.perf_counter()
         descriptor = self._session.describe(item.plan, item.prepared)
         item.timings["network"] = (time.perf_counter() - t0) * 1e3
-        if self._described.put((item, descriptor)):
-            self._count("skipped")  # the map stage fell behind the network: keep the newest
+        return self._hand_over(self._described, (item, descriptor))
 
-    def _finish(self, described: tuple[_Prepared, np.ndarray]) -> None:
+    def _finish(self, described: tuple[_Prepared, np.ndarray]) -> bool:
         """Stage 3: the map (search, verification, keyframes, loop closures) and publishing."""
         item, descriptor = described
         res = self._session.finish(item.plan, descriptor, item.prepared)
         self._finish_frame(res, item.stamp_msg, item.received, self._cfg, item.timings)
+        return False  # the frame leaves the pipeline
 
     def _finish_frame(
         self, res: FrameResult, stamp_msg: Any, received: float, cfg: NodeConfig, timings: dict[str, float]
@@ -671,11 +690,21 @@ class _LatestSlot(Generic[T]):
             self._cond.notify_all()
 
 
-def _take_when_free(slot: _LatestSlot[T], after: _LatestSlot[Any] | None) -> T | None:
-    """The next item of ``slot``, once ``after`` (the next stage's input) is empty."""
+def _take_when_free(
+    slot: _LatestSlot[T], after: _LatestSlot[Any] | None, room: threading.Semaphore | None = None
+) -> T | None:
+    """The next item of ``slot``, once ``after`` (the next stage's input) is empty and, with
+    ``room``, a place in the pipeline is free (released when the frame leaves it; also when
+    the slot turns out closed)."""
     if after is not None:
         after.wait_empty()
-    return slot.take()
+    if room is None:
+        return slot.take()
+    room.acquire()
+    item = slot.take()
+    if item is None:
+        room.release()
+    return item
 
 
 @dataclass

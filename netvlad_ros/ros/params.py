@@ -96,6 +96,14 @@ class NodeParams:
         read_only=True,
     )
     publish_markers: bool = param(True, "publish ~/markers (best match, loop-closure lines)")
+    pipeline_frames: int = param(
+        2,
+        "frames in the worker pipeline at once: 2 prepares and describes the next frame while the "
+        "current one is in the map stage; 3 overlaps all three stages (more throughput with 4+ "
+        "cores, more latency on 2: docs/node.md); 1 = one frame at a time",
+        read_only=True,
+        range=(1, 3),
+    )
     diagnostics_period_s: float = param(
         1.0, "period of /diagnostics and of ~/map_keyframes updates", read_only=True, range=(0.05, 3600.0)
     )
