@@ -377,12 +377,11 @@ class LocalizeNode(Node):
                 if not handed_over:
                     self._in_flight.release()
 
-    def _hand_over(self, slot: _LatestSlot[T], item: T) -> bool:
+    def _hand_over(self, slot: _LatestSlot[T], item: T) -> None:
         """Put ``item`` into the next stage's slot; a frame it replaces leaves the pipeline."""
         if slot.put(item):
             self._count("skipped")  # a newer frame took its place before the next stage
             self._in_flight.release()
-        return True
 
     def _prepare(self, pending: tuple[Any, float]) -> bool:
         """Stage 1: decode the newest image, apply the session's rules, preprocess it."""
@@ -409,14 +408,16 @@ class LocalizeNode(Node):
         prepared = self._session.prepare(plan)
         t2 = time.perf_counter()
         timings = {"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3}
-        return self._hand_over(self._prepared, _Prepared(plan, prepared, msg.header.stamp, received, timings))
+        self._hand_over(self._prepared, _Prepared(plan, prepared, msg.header.stamp, received, timings))
+        return True
 
     def _describe(self, item: _Prepared) -> bool:
         """Stage 2: the network."""
         t0 = time.perf_counter()
         descriptor = self._session.describe(item.plan, item.prepared)
         item.timings["network"] = (time.perf_counter() - t0) * 1e3
-        return self._hand_over(self._described, (item, descriptor))
+        self._hand_over(self._described, (item, descriptor))
+        return True
 
     def _finish(self, described: tuple[_Prepared, np.ndarray]) -> bool:
         """Stage 3: the map (search, verification, keyframes, loop closures) and publishing."""

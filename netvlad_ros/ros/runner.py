@@ -11,9 +11,9 @@ the model for a runtime, loading a map) ends the process at once with status 0, 
 nothing can have changed yet.
 
 The main loop spins a ``MultiThreadedExecutor`` (services and timers in their own
-callback groups never wait behind each other) in short ``spin_once`` slices, checking
-the flag (see :func:`started_executor` for why it is a subclass); on stop it calls the node's ``shutdown()`` (stop threads, final saves), then
-destroys the node and the context. Exit status: 0 after a signal or a normal end, 2
+callback groups never wait behind each other; :func:`started_executor` says why it is
+a subclass) in short ``spin_once`` slices, checking the flag; on stop it calls the
+node's ``shutdown()`` (stop threads, final saves), then destroys the node and the context. Exit status: 0 after a signal or a normal end, 2
 when the node cannot start (one line on stderr naming the problem, never a traceback).
 
 Under ``ros2 launch`` the node also stops cleanly when launch is killed by SIGTERM alone
@@ -129,7 +129,7 @@ def _run(
     stop: _Stop,
 ) -> int:
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import ExternalShutdownException
     from rclpy.signals import SignalHandlerOptions
     from rclpy.utilities import remove_ros_args
 
@@ -156,7 +156,7 @@ def _run(
         except StartupError as exc:
             print(f"{program}: error: {exc}", file=sys.stderr)
             return 2
-        executor = started_executor(MultiThreadedExecutor)(num_threads=threads, context=context)
+        executor = started_executor()(num_threads=threads, context=context)
         executor.add_node(node)
         stop.starting = False  # from here on a signal means a clean shutdown (threads, final saves)
         if stop.is_set():
@@ -179,8 +179,9 @@ def _run(
         context.try_shutdown()
 
 
-def started_executor(base: type[Any]) -> type[Any]:
-    """``base`` (rclpy's MultiThreadedExecutor) that lets each dispatched callback start.
+def started_executor() -> type[Any]:
+    """rclpy's MultiThreadedExecutor, letting each dispatched callback start (rclpy is
+    imported here, after the signal handlers, as everywhere in this module).
 
     rclpy's MultiThreadedExecutor (Humble to Jazzy; ros2/rclpy#1452, fixed upstream in
     #1547) hands a callback to its thread pool and immediately looks for work again; a task
@@ -193,7 +194,9 @@ def started_executor(base: type[Any]) -> type[Any]:
     ``Task.executing``/``done``), so it holds for every rclpy that has them.
     """
 
-    class _StartedExecutor(base):
+    from rclpy.executors import MultiThreadedExecutor
+
+    class _StartedExecutor(MultiThreadedExecutor):
         _last_task: Any = None
 
         def wait_for_ready_callbacks(self, *args: Any, **kwargs: Any) -> Any:

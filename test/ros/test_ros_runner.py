@@ -78,9 +78,7 @@ def _hand_outs(executor_cls: type, messages: int = 60) -> tuple[int, int]:
 
 
 def test_each_callback_is_handed_out_once(ros_env: dict[str, str]) -> None:
-    from rclpy.executors import MultiThreadedExecutor
-
-    handed, runs = _hand_outs(started_executor(MultiThreadedExecutor))
+    handed, runs = _hand_outs(started_executor())
     assert runs == 60
     # A callback is handed out again only when the pool has not started it within 50 ms
     # (a full pool); here the pool is idle. Measured: 60 hand-outs for 60 callbacks, 4 of 4 runs.
