@@ -58,7 +58,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,7 +69,7 @@ from scipy.spatial import cKDTree
 
 from netvlad_ros.config import check_fields, param
 from netvlad_ros.mapdb import MapDatabase
-from netvlad_ros.mapdb.features import KeyframeFeatures
+from netvlad_ros.model.device import cpu_count
 from netvlad_ros.recognition.geometry import GeometricVerifier, GeometryParams
 from netvlad_ros.recognition.places import RecognitionParamError
 
@@ -118,6 +120,7 @@ class CalibrationParams:
         300, "keyframes used as simulated queries at most (evenly spread over the map)", range=(1, 1_000_000)
     )
     positives_per_keyframe: int = param(2, "same-place pairs verified per simulated query", range=(1, 100))
+    workers: int = param(0, "threads verifying the simulated queries; 0 = one per core", range=(0, 256))
 
     def validate(self) -> None:
         """Raise RecognitionParamError naming the first invalid field."""
@@ -505,6 +508,32 @@ def _positive_partners(
     return (seq + rest)[: p.positives_per_keyframe]
 
 
+def _verify_pairs(
+    db: MapDatabase, pairs: Sequence[tuple[int, int]], geometry: GeometryParams, workers: int
+) -> list[int]:
+    """:func:`evidence` of each (query id, match id) pair of ``db``'s keyframes, in order;
+    0 where either keyframe has no local features. ``workers``: threads, 0 = one per core."""
+    needed = sorted({k for pair in pairs for k in pair})
+    feats = {k: db.features(k) for k in needed}  # read once, on this thread
+    params = dataclasses.replace(geometry, min_inliers=1)
+    local = threading.local()
+
+    def one(pair: tuple[int, int]) -> int:
+        fa, fb = feats[pair[0]], feats[pair[1]]
+        if fa is None or fb is None:
+            return 0
+        ver = getattr(local, "verifier", None)
+        if ver is None:
+            ver = local.verifier = GeometricVerifier(params)
+        return evidence(ver.verify(fa, fb))
+
+    n = min(workers if workers > 0 else cpu_count(), max(1, len(pairs)))
+    if n == 1:
+        return [one(pair) for pair in pairs]
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="calibrate") as pool:
+        return list(pool.map(one, pairs, chunksize=8))
+
+
 def calibrate(
     db: MapDatabase,
     verifier: GeometricVerifier | None = None,
@@ -524,30 +553,18 @@ def calibrate(
     if problem is not None:
         return None
     geometry = verifier.params if verifier is not None else GeometryParams()
-    ver = GeometricVerifier(dataclasses.replace(geometry, min_inliers=1))
     ids, pos, tree, queries = plan["ids"], plan["pos"], plan["tree"], plan["queries"]
     desc = np.asarray(db.descriptors(ids), np.float32)
     n_feat = int(db.count_with_features())
     verify = n_feat > 0
-    feats: dict[int, KeyframeFeatures | None] = {}
-
-    def features(kid: int) -> KeyframeFeatures | None:
-        if kid not in feats:
-            feats[kid] = db.features(kid)
-        return feats[kid]
-
-    def check(a: int, b: int) -> int:
-        fa, fb = features(a), features(b)
-        if fa is None or fb is None:
-            return 0
-        return evidence(ver.verify(fa, fb))
 
     row_of = {int(k): i for i, k in enumerate(ids)}
+    # Pass 1 (cheap, sequential): the simulated queries' candidates and the positive pairs.
+    cand_rows: list[tuple[int, np.ndarray]] = []  # (query row, candidate ids)
     cand_s: list[tuple[float, ...]] = []
     cand_n: list[tuple[bool, ...]] = []
-    cand_i: list[tuple[int, ...]] = []
+    pos_pairs: list[tuple[int, int]] = []
     pos_s: list[float] = []
-    pos_i: list[int] = []
     done_pairs: set[tuple[int, int]] = set()
     for q in queries.tolist():
         own = ids[tree.query_ball_point(pos[q], r=p.same_place_m)]
@@ -560,18 +577,31 @@ def calibrate(
             continue
         rows = [row_of[int(k)] for k in c_ids]
         dist = np.linalg.norm(pos[rows] - pos[q], axis=1)
+        cand_rows.append((q, c_ids))
         cand_s.append(tuple(round(float(s), 6) for s in c_sc))
         cand_n.append(tuple(bool(d >= p.different_place_m) for d in dist))
-        if verify:
-            cand_i.append(tuple(check(int(ids[q]), int(k)) for k in c_ids))
         for j in _positive_partners(q, ids, pos, tree, p):
             key = (min(q, j), max(q, j))
             if key in done_pairs:
                 continue
             done_pairs.add(key)
+            pos_pairs.append((int(ids[q]), int(ids[j])))
             pos_s.append(round(float(desc[q] @ desc[j]), 6))
-            if verify:
-                pos_i.append(check(int(ids[q]), int(ids[j])))
+
+    # Pass 2: the verifications (nearly all of the cost), on ``workers`` threads. OpenCV's
+    # matching and RANSAC release the GIL, each thread has its own verifier, RANSAC seeds
+    # itself per call and results keep their order: the calibration is the same for any
+    # number of workers (tested).
+    cand_i: list[tuple[int, ...]] = []
+    pos_i: list[int] = []
+    if verify:
+        pairs = [(int(ids[q]), int(k)) for q, c_ids in cand_rows for k in c_ids] + pos_pairs
+        evid = _verify_pairs(db, pairs, geometry, p.workers)
+        at = 0
+        for _, c_ids in cand_rows:
+            cand_i.append(tuple(evid[at : at + len(c_ids)]))
+            at += len(c_ids)
+        pos_i = evid[at:]
 
     notes: list[str] = []
     if not verify:
