@@ -53,8 +53,11 @@ import numpy as np
 
 from netvlad_ros.config import check_fields, param
 from netvlad_ros.mapdb import CameraIntrinsics, Keyframe, KeyframeFeatures, MapDatabase
+from netvlad_ros.mapdb.snapshot import MapSnapshot, canonical_calibration
 from netvlad_ros.mapdb.storage import save_snapshot
+from netvlad_ros.recognition.calibration import CalibrationParams, calibrate, calibration_problem
 from netvlad_ros.recognition.features import FeatureExtractor, FeatureParams
+from netvlad_ros.recognition.geometry import GeometricVerifier, GeometryParams
 from netvlad_ros.recognition.localizer import LocalizationResult, Localizer, LocalizerParams
 from netvlad_ros.recognition.loop_closure import LoopClosureDetector, LoopClosureParams, LoopClosureResult
 from netvlad_ros.recognition.places import RecognitionParamError
@@ -137,6 +140,12 @@ class SessionParams:
     camera: CameraParams = field(default_factory=CameraParams)
     localizer: LocalizerParams = field(default_factory=LocalizerParams)
     loop_closure: LoopClosureParams = field(default_factory=LoopClosureParams)
+    calibrate_on_save: bool = param(
+        True,
+        "recalibrate the map from its own poses when a changed map is saved (slam), so localization "
+        "on it later uses calibrated thresholds (docs/recognition.md, Calibration)",
+    )
+    calibration: CalibrationParams = field(default_factory=CalibrationParams)
 
     def validate(self) -> None:
         """Raise RecognitionParamError naming the first invalid field."""
@@ -148,6 +157,7 @@ class SessionParams:
         self.features.validate()
         self.localizer.validate()
         self.loop_closure.validate()
+        self.calibration.validate()
 
 
 class FrameStatus(str, Enum):
@@ -224,6 +234,7 @@ class SaveResult:
     path: Path
     keyframes: int
     seconds: float
+    calibration: str = "unchanged"  # what the save did to the map's calibration (one line)
 
 
 class RecognitionSession:
@@ -242,6 +253,7 @@ class RecognitionSession:
         self._generation = 0
         self._version = 0  # map changes made by this session (keyframes added)
         self._saved_version = 0
+        self._calibrated_version = 0  # the version the map's calibration was measured at
         self._features = FeatureExtractor(self.params.features)
         self._localizer = Localizer(db, self.params.localizer)
         self._detector = self._new_detector(db, self.params)
@@ -304,7 +316,7 @@ class RecognitionSession:
             self._db = db
             self._localizer = Localizer(db, self.params.localizer)
             self._detector = self._new_detector(db, self.params)
-            self._version = self._saved_version = 0
+            self._version = self._saved_version = self._calibrated_version = 0
             self._restart()
 
     @staticmethod
@@ -566,22 +578,42 @@ class RecognitionSession:
         )
 
     # ------------------------------------------------------------------ saving
-    def save(self, path: str | Path) -> SaveResult:
+    def save(self, path: str | Path, *, secure_first: bool = False) -> SaveResult:
         """Write the map atomically to ``path``: snapshot under the lock, write without it.
 
         Saves are serialised (a second caller waits for the first). Frames keep flowing
         while the snapshot is written; changes made after the snapshot stay unsaved.
+
+        When keyframes were added since the map's calibration was measured and
+        ``calibrate_on_save`` is on, the snapshot is calibrated from its own poses first
+        (``recognition.calibration``; seconds for a few hundred keyframes, on
+        ``calibration.workers`` threads), the calibration stored in the saved map and in the
+        live one. ``secure_first``: write the keyframes before calibrating and again after
+        (the shutdown save: a kill during the calibration then loses no keyframe).
         """
         t0 = time.perf_counter()
         with self._save_lock:
             with self._lock:
                 snapshot = self._db.snapshot()
                 version, generation = self._version, self._generation
+                stale = self.params.calibrate_on_save and version != self._calibrated_version
+                cal_params = self.params.calibration
+                geometry = self.params.localizer.geometry
+                rate = self.params.localizer.target_false_accept_rate
+            note, blob = "unchanged", None
+            if stale:
+                if secure_first:
+                    save_snapshot(snapshot, path)
+                snapshot, note, blob = _calibrated(snapshot, geometry, cal_params, rate)
             save_snapshot(snapshot, path)
             with self._lock:
                 if generation == self._generation:
                     self._saved_version = max(self._saved_version, version)
-        return SaveResult(Path(path), len(snapshot), time.perf_counter() - t0)
+                    if stale:
+                        self._calibrated_version = version
+                        if blob is not None:
+                            self._db.set_calibration(blob)
+        return SaveResult(Path(path), len(snapshot), time.perf_counter() - t0, note)
 
     def status(self) -> dict[str, Any]:
         """Mode, map size, unsaved changes and the localizer's thresholds (for diagnostics):
@@ -601,3 +633,22 @@ class RecognitionSession:
                 "loop_min_score": self._detector.last_min_score,
                 "loop_min_score_source": "auto" if self.params.loop_closure.min_score == 0 else "explicit",
             }
+
+
+def _calibrated(
+    snapshot: MapSnapshot, geometry: GeometryParams, params: CalibrationParams, rate: float
+) -> tuple[MapSnapshot, str, dict[str, Any] | None]:
+    """``snapshot`` with a fresh calibration (unchanged when the map cannot be calibrated),
+    a line saying what happened, and the blob (None when not calibrated)."""
+    db = MapDatabase.from_snapshot(snapshot)
+    problem = calibration_problem(db, params)
+    if problem is not None:
+        return snapshot, f"not calibrated: {problem}", None
+    cal = calibrate(db, GeometricVerifier(geometry), params)
+    if cal is None:  # pragma: no cover - calibration_problem said it could
+        return snapshot, "not calibrated", None
+    blob = cal.to_dict()
+    line = f"calibrated on {cal.queries} simulated queries"
+    if cal.has_verification:
+        line += f" (min_inliers {cal.min_inliers(rate)} at a {rate:g} false-accept rate)"
+    return replace(snapshot, calibration_json=canonical_calibration(blob)), line, blob

@@ -556,18 +556,20 @@ class LocalizeNode(Node):
         n = self._cfg.node
         return n.save_path or n.map_path
 
-    def _save(self, why: str) -> tuple[bool, str]:
+    def _save(self, why: str, secure_first: bool = False) -> tuple[bool, str]:
         path = self._save_target()
         if not path:
             return False, "no save_path or map_path parameter set"
         try:
-            res = self._session.save(path)
+            res = self._session.save(path, secure_first=secure_first)
         except (MapError, OSError, ValueError) as exc:
             self._count("save_failures")
             return False, f"cannot save map to {path}: {exc}"
         self._count("saves")
         self._last_save = time.monotonic()
-        return True, f"saved {res.keyframes} keyframes to {path} ({why}, {res.seconds:.2f} s)"
+        return True, (
+            f"saved {res.keyframes} keyframes to {path} ({why}, {res.seconds:.2f} s; calibration: {res.calibration})"
+        )
 
     def _on_autosave_timer(self) -> None:
         period = self._cfg.node.autosave_period_s
@@ -645,7 +647,7 @@ class LocalizeNode(Node):
             if slot is not None:
                 slot.close()
         if self._session.mode == "slam" and self._session.unsaved_changes and self._save_target():
-            ok, text = self._save("shutdown")
+            ok, text = self._save("shutdown", secure_first=True)
             (self.get_logger().info if ok else self.get_logger().error)(text)
 
 

@@ -6,7 +6,7 @@ Nothing is declared twice. The node's parameters are the fields, declared with
 - :class:`NodeParams` (here: topics, QoS, frames, files, what is published),
 - ``model.ExtractorParams`` (``device``, ``runtime``, ``fp16``, ``threads``, ``max_side``),
 - ``recognition.SessionParams`` (``mode``, odometry/GPS ages, and the nested ``keyframe.*``,
-  ``localizer.*``, ``loop_closure.*`` groups),
+  ``localizer.*``, ``loop_closure.*``, ``calibration.*`` groups),
 
 flattened by ``config.specs`` into :data:`PARAMS`. ``config/localize.yaml`` is rendered
 from the same table (``python -m netvlad_ros.ros.params > config/localize.yaml``; a test

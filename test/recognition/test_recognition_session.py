@@ -242,3 +242,49 @@ def test_an_image_before_its_odometry_waits_for_it(gated, scenes, wait_s, expect
     res = out["res"]
     assert res.status == FrameStatus.KEYFRAME
     assert session.map.keyframe(res.keyframe_id).position[0] == pytest.approx(expected_x)
+
+
+def test_a_slam_save_calibrates_the_changed_map(gated, scenes, tmp_path):
+    """A slam map saved with enough keyframes is calibrated from its own poses (issue 10: "when
+    slam mode saves"), so localization on it later uses calibrated thresholds; an unchanged map
+    is not recalibrated; ``calibrate_on_save`` False leaves it uncalibrated."""
+    session = slam_session(gated, distance_m=0.0, angle_deg=0.0, period_s=0.0)
+    for i in range(24):  # 2 m apart along x: 0 .. 46 m (same place <= 10 m, different >= 25 m)
+        session.add_odometry(float(i), np.array([2.0 * i, 0, 0]), QUAT)
+        assert session.process(float(i), scenes[i % 12]).status == FrameStatus.KEYFRAME
+    assert session.map.calibration is None
+    first = session.save(tmp_path / "map")
+    assert first.calibration.startswith("calibrated on "), first.calibration
+    saved = MapDatabase.load(tmp_path / "map")
+    assert saved.calibration is not None and saved.calibration["keyframes"] == 24
+    assert session.map.calibration == saved.calibration  # the live map has it too
+    again = session.save(tmp_path / "map")
+    assert again.calibration == "unchanged"
+    # a new session on the saved map: its localizer reads the calibration, no fallback
+    reloaded = RecognitionSession(gated, MapDatabase.load(tmp_path / "map"), SessionParams())
+    assert not reloaded.status()["calibration"].startswith("not calibrated"), reloaded.status()
+    # one more keyframe: recalibrated, also with the keyframes written before the calibration
+    session.add_odometry(24.0, np.array([48.0, 0, 0]), QUAT)
+    session.process(24.0, scenes[0])
+    third = session.save(tmp_path / "map", secure_first=True)
+    assert third.calibration.startswith("calibrated on ")
+    assert MapDatabase.load(tmp_path / "map").calibration["keyframes"] == 25
+
+    off = SessionParams(mode="slam", keyframe=KeyframeParams(distance_m=0.0, angle_deg=0.0, period_s=0.0))
+    off.calibrate_on_save = False
+    plain = RecognitionSession(gated, MapDatabase.create(gated.dim, gated.fingerprint), off)
+    for i in range(24):
+        plain.add_odometry(float(i), np.array([2.0 * i, 0, 0]), QUAT)
+        plain.process(float(i), scenes[i % 12])
+    assert plain.save(tmp_path / "off").calibration == "unchanged"
+    assert MapDatabase.load(tmp_path / "off").calibration is None
+
+
+def test_a_slam_save_of_a_small_map_says_why_it_is_not_calibrated(gated, scenes, tmp_path):
+    session = slam_session(gated, distance_m=0.0, angle_deg=0.0, period_s=0.0)
+    for i in range(3):
+        session.add_odometry(float(i), np.array([float(i), 0, 0]), QUAT)
+        session.process(float(i), scenes[i])
+    res = session.save(tmp_path / "map")
+    assert res.calibration == "not calibrated: the map has 3 keyframes (calibration needs at least 20)"
+    assert MapDatabase.load(tmp_path / "map").calibration is None
