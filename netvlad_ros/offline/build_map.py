@@ -36,7 +36,7 @@ from tqdm import tqdm
 from ..config import add_arguments, from_arguments
 from ..mapdb import CameraIntrinsics, IndexConfig, Keyframe, KeyframeFeatures, MapDatabase
 from ..mapdb.geodesy import EnuFrame
-from ..recognition.calibration import CalibrationParams, calibrate, calibration_problem
+from ..recognition.calibration import CalibrationParams, calibrate_or_reason
 from ..recognition.features import FeatureExtractor, FeatureParams
 from ..sensors.camera import CameraParams, intrinsics_for_image
 from ..sensors.depth import DepthParams
@@ -578,13 +578,10 @@ def calibrate_map(db: MapDatabase, params: CalibrationParams | None = None) -> d
     Returns the calibration's summary, or ``{"calibrated": False, "reason": ...}`` when the map
     is too small or too short (the localizer then uses its documented fallbacks).
     """
-    problem = calibration_problem(db, params)
-    if problem is not None:
+    cal = calibrate_or_reason(db, None, params)
+    if isinstance(cal, str):
         db.set_calibration(None)
-        return {"calibrated": False, "reason": problem}
-    cal = calibrate(db, None, params)
-    if cal is None:  # pragma: no cover - calibration_problem said it could
-        return {"calibrated": False, "reason": "calibration failed"}
+        return {"calibrated": False, "reason": cal}
     db.set_calibration(cal.to_dict())
     return {"calibrated": True, **cal.summary()}
 

@@ -84,6 +84,7 @@ __all__ = [
     "CalibrationParams",
     "LogisticModel",
     "calibrate",
+    "calibrate_or_reason",
     "calibration_problem",
     "evidence",
     "tail_survival",
@@ -547,11 +548,22 @@ def calibrate(
     ``db.set_calibration(calibration.to_dict())``. Cost: about ``(verify_top_k +
     positives_per_keyframe)`` verifications per simulated query (docs/recognition.md).
     """
+    out = calibrate_or_reason(db, verifier, params)
+    return out if isinstance(out, Calibration) else None
+
+
+def calibrate_or_reason(
+    db: MapDatabase,
+    verifier: GeometricVerifier | None = None,
+    params: CalibrationParams | None = None,
+) -> Calibration | str:
+    """:func:`calibrate`, or, when the map cannot be calibrated, the sentence
+    :func:`calibration_problem` would give (for logs and diagnostics; the plan is made once)."""
     p = params or CalibrationParams()
     p.validate()
     problem, plan = _plan(db, p)
     if problem is not None:
-        return None
+        return problem
     geometry = verifier.params if verifier is not None else GeometryParams()
     ids, pos, tree, queries = plan["ids"], plan["pos"], plan["tree"], plan["queries"]
     desc = np.asarray(db.descriptors(ids), np.float32)

@@ -55,7 +55,7 @@ from netvlad_ros.config import check_fields, param
 from netvlad_ros.mapdb import CameraIntrinsics, Keyframe, KeyframeFeatures, MapDatabase
 from netvlad_ros.mapdb.snapshot import MapSnapshot, canonical_calibration
 from netvlad_ros.mapdb.storage import save_snapshot
-from netvlad_ros.recognition.calibration import CalibrationParams, calibrate, calibration_problem
+from netvlad_ros.recognition.calibration import CalibrationParams, calibrate_or_reason
 from netvlad_ros.recognition.features import FeatureExtractor, FeatureParams
 from netvlad_ros.recognition.geometry import GeometricVerifier, GeometryParams
 from netvlad_ros.recognition.localizer import LocalizationResult, Localizer, LocalizerParams
@@ -640,13 +640,9 @@ def _calibrated(
 ) -> tuple[MapSnapshot, str, dict[str, Any] | None]:
     """``snapshot`` with a fresh calibration (unchanged when the map cannot be calibrated),
     a line saying what happened, and the blob (None when not calibrated)."""
-    db = MapDatabase.from_snapshot(snapshot)
-    problem = calibration_problem(db, params)
-    if problem is not None:
-        return snapshot, f"not calibrated: {problem}", None
-    cal = calibrate(db, GeometricVerifier(geometry), params)
-    if cal is None:  # pragma: no cover - calibration_problem said it could
-        return snapshot, "not calibrated", None
+    cal = calibrate_or_reason(MapDatabase.from_snapshot(snapshot), GeometricVerifier(geometry), params)
+    if isinstance(cal, str):
+        return snapshot, f"not calibrated: {cal}", None
     blob = cal.to_dict()
     line = f"calibrated on {cal.queries} simulated queries"
     if cal.has_verification:
