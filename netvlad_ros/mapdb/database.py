@@ -797,7 +797,8 @@ class MapDatabase:
             ):
                 ids, sc = self._exact(q, kk, mask)
             else:
-                ids, sc = self._index_search(index, q, kk, mask)
+                with ix.threads_for_queries(nq):
+                    ids, sc = self._index_search(index, q, kk, mask)
                 short = np.flatnonzero((ids[:, :kk] < 0).any(axis=1))
                 if short.size:  # approximate index found too few eligible: exact for those rows
                     ids[short], sc[short] = self._exact(q[short], kk, mask)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -127,6 +129,37 @@ def auto_nlist(n: int, requested: int) -> int:
     if requested:
         return requested
     return max(1, min(round(4 * math.sqrt(n)), n // TRAIN_POINTS_PER_CENTROID))
+
+
+@contextmanager
+def openmp_threads(n: int) -> Iterator[None]:
+    """faiss (OpenMP) runs on at most ``n`` threads in the calling thread, for the block.
+
+    OpenMP's thread count is a setting of the calling thread, so other threads (the node's
+    other stages, an offline tool's batch search) are not affected; it is restored after.
+    """
+    before = faiss.omp_get_max_threads()
+    want = max(1, min(before, n))
+    if want == before:
+        yield
+        return
+    faiss.omp_set_num_threads(want)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def threads_for_queries(nq: int) -> AbstractContextManager[None]:
+    """At most one faiss thread per query (:func:`openmp_threads`) for a search of ``nq`` queries.
+
+    faiss splits one query's flat scan over every OpenMP thread; the scan is memory-bound,
+    so the split buys no speed and costs the other threads' CPU (10,000 x 3584 flat on
+    2 cores, docs/mapdb.md: 9.0 ms wall / 18 ms CPU with 2 threads, 7.7 / 7.7 with one).
+    In the node, where one query at a time shares two cores with the network, that CPU
+    is what the latency target lacks. Batches keep every thread (one query each).
+    """
+    return openmp_threads(nq)
 
 
 def new_flat(dim: int) -> faiss.Index:
