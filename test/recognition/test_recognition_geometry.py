@@ -237,3 +237,38 @@ def test_a_pair_that_makes_opencvs_usac_assert_is_a_failed_fit_not_an_error() ->
     fm = KeyframeFeatures.create("orb", m, desc.copy(), (640, 480))
     res = GeometricVerifier(GeometryParams(min_inliers=1)).verify(fq, fm)
     assert not res.success and res.reason == "model_fit_failed" and res.matches == len(q)
+
+
+def _reference_matches(dq: np.ndarray, dm: np.ndarray, ratio: float, hamming: bool) -> set[tuple[int, int]]:
+    """Ratio test + mutual check by brute force in numpy (ties to the lower index)."""
+    if hamming:
+        d = np.bitwise_count(dq[:, None, :] ^ dm[None, :, :]).sum(axis=2).astype(np.float64)
+    else:
+        q, m = dq.astype(np.float64), dm.astype(np.float64)
+        d = np.sqrt(np.maximum((q**2).sum(1)[:, None] + (m**2).sum(1)[None, :] - 2 * q @ m.T, 0))
+    order = np.argsort(d, axis=1, kind="stable")
+    best, second = order[:, 0], order[:, 1]
+    rows = np.arange(len(dq))
+    keep = d[rows, best] < ratio * d[rows, second]
+    back = np.argmin(d, axis=0)  # first minimum: the lower index on ties
+    return {(int(i), int(best[i])) for i in rows[keep] if back[best[i]] == i}
+
+
+@pytest.mark.parametrize("kind", ["orb", "sift"])
+def test_matches_are_the_ratio_test_and_mutual_check_exactly(kind: str) -> None:
+    """The matcher (faiss's binary index for ORB, OpenCV for SIFT) gives exactly the matches
+    of the brute-force rules, on two views of one synthetic street and on two places."""
+    from netvlad_ros.synthetic import SyntheticWorld, WorldConfig
+
+    frames = SyntheticWorld(WorldConfig(seed=0, width=640, height=480)).traversal(
+        "mapping", spacing_m=2.0, max_frames=8
+    )
+    ex = FeatureExtractor(FeatureParams(kind=kind, max_features=600))
+    feats = [ex.extract(frames[i].image) for i in (0, 1, 7)]
+    v = GeometricVerifier()
+    for q, m in ((feats[0], feats[1]), (feats[1], feats[0]), (feats[0], feats[2])):
+        a, b = v.match(q, m)
+        got = set(zip(a.tolist(), b.tolist(), strict=True))
+        assert len(got) == len(a)  # no query feature twice
+        assert got == _reference_matches(q.descriptors, m.descriptors, v.params.ratio, kind == "orb")
+    assert len(v.match(feats[0], feats[1])[0]) > 100  # same street 2 m apart (measured: 235 ORB, 275 SIFT)
