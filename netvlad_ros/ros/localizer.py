@@ -12,8 +12,9 @@ the newest message (replacing one not yet taken counts as a skipped frame). Thre
 threads form a pipeline: *prepare* (decode the newest image, the session's rules,
 preprocessing), *network* (the descriptor) and *map* (search, verification, keyframes,
 loop closures, publishing), each handing over through a one-item slot that keeps only
-the newest frame. So frame N+1 is decoded while N is in the network and N-1 in the map;
-latency stays about one pass through the three, and throughput is set by the slowest.
+the newest frame. With ``pipeline_frames`` 2 or 3, frame N+1 is decoded while N is in the
+network (and N-1 in the map); the default 1 takes one frame at a time through the three
+(lowest latency on 2 cores; each stage's libraries use every core).
 
 Shared state: the session guards its own (map, localizer, detector, buffers) and drops
 frames planned for a map or mode that changed meanwhile. The node's own settings are
@@ -142,8 +143,9 @@ class LocalizeNode(Node):
         self._prepared: _LatestSlot[_Prepared] = _LatestSlot()
         self._described: _LatestSlot[tuple[_Prepared, np.ndarray]] = _LatestSlot()
         # Frames between the start of prepare and the end of the map stage (Little's law: the
-        # latency is about frames in flight / rate, so on 2 cores 3 frames cost a third more
-        # latency than 2 for little more throughput; docs/node.md "Benchmark").
+        # latency is about frames in flight / rate). Default 1: on 2 cores a second frame in
+        # flight buys rate the targets do not need (21 against 17.6 Hz) and slows both frames
+        # (client p95 149 against 99 ms; docs/node.md "Benchmark").
         self._in_flight = threading.Semaphore(self._cfg.node.pipeline_frames)
 
         inputs = MutuallyExclusiveCallbackGroup()

@@ -97,10 +97,11 @@ class NodeParams:
     )
     publish_markers: bool = param(True, "publish ~/markers (best match, loop-closure lines)")
     pipeline_frames: int = param(
-        2,
-        "frames in the worker pipeline at once: 2 prepares and describes the next frame while the "
-        "current one is in the map stage; 3 overlaps all three stages (more throughput with 4+ "
-        "cores, more latency on 2: docs/node.md); 1 = one frame at a time",
+        1,
+        "frames in the worker pipeline at once: 1 = one frame at a time, each stage using every "
+        "core (the lowest latency); 2 prepares and describes the next frame while the current one "
+        "is in the map stage, 3 overlaps all three stages (more throughput, but on 2 cores the "
+        "overlapping frames slow each other: more latency, docs/node.md)",
         read_only=True,
         range=(1, 3),
     )
