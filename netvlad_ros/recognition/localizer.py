@@ -43,6 +43,7 @@ a calibration model: verified, a fixed logistic in ``log(1 + inliers)`` with 0.9
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
@@ -367,6 +368,8 @@ class Localizer:
         self._verifier = GeometricVerifier(
             replace(p.geometry, min_inliers=max(1, self.thresholds.min_inliers))
         )
+        #: ms of the last ``localize``: ``search`` and ``verification`` (the node's /diagnostics)
+        self.last_timings_ms: dict[str, float] = {}
         self._seq: SequenceMatcher | None = None
         if p.sequence_length >= 2:
             self._seq = SequenceMatcher(
@@ -456,7 +459,9 @@ class Localizer:
         if len(self._db) == 0:
             self._break_streak()
             return LocalizationResult(stamp, False, None, 0.0, (), (), LocalizationReason.EMPTY_MAP)
+        started = time.perf_counter()
         ids, scores, complete = self._retrieve(d, stamp)
+        self.last_timings_ms = {"search": (time.perf_counter() - started) * 1e3, "verification": 0.0}
         hyps = self._hypotheses(ids, scores)
         places = tuple(cluster_hypotheses(hyps, p.place_radius_m))
         if not complete:
@@ -477,7 +482,9 @@ class Localizer:
         checks: tuple[CandidateCheck, ...] = ()
         winner: CandidateCheck | None = None
         if p.verify_top_k > 0 and features is not None:
+            started = time.perf_counter()
             checks = self.verify(features, hyps[: p.verify_top_k], p.verify_stop_probability)
+            self.last_timings_ms["verification"] = (time.perf_counter() - started) * 1e3
             passed = [c for c in checks if c.verified]
             if passed:
                 winner = max(passed, key=lambda c: (c.inliers, -c.rank))

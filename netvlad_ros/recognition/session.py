@@ -208,7 +208,8 @@ class PreparedFrame:
 class FrameResult:
     """The outcome of one frame.
 
-    ``timings_ms``: ``network`` (describe) and ``finish`` (search, verification, map update).
+    ``timings_ms``: ``network`` (describe) and ``finish`` (search, verification, map update),
+    and of ``finish`` the ``search`` and ``verification`` parts (localized frames, keyframes).
     ``loop_positions``: map positions of the query and matched keyframes of accepted loop
     closures (for markers), read under the same lock as the closures.
     """
@@ -525,6 +526,7 @@ class RecognitionSession:
                 )
             if plan.mode == "localization":
                 res = self._localizer.localize(descriptor, plan.stamp, features=prepared.features)
+                parts = self._localizer.last_timings_ms
                 out = FrameResult(
                     plan.stamp,
                     plan.mode,
@@ -535,10 +537,12 @@ class RecognitionSession:
                 )
             else:
                 out = self._add_keyframe(plan, descriptor, prepared.features)
+                parts = self._detector.last_timings_ms if out.status == FrameStatus.KEYFRAME else {}
         done = time.perf_counter()
         out.timings_ms.update(
             network=(network_done - plan.started) * 1e3 if plan.started else math.nan,
             finish=(done - network_done) * 1e3,
+            **parts,
         )
         return out
 

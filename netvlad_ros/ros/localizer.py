@@ -445,6 +445,9 @@ class LocalizeNode(Node):
         timings = {**timings, "publish": (time.perf_counter() - t1) * 1e3}
         if "finish" in res.timings_ms:
             timings["map"] = res.timings_ms["finish"]  # search, verification, keyframe + loop closure
+            for part in ("search", "verification"):  # of the map stage
+                if part in res.timings_ms:
+                    timings[part] = res.timings_ms[part]
         with self._stats_lock:
             self._counts["processed"] += 1
             if res.status != FrameStatus.NOT_KEYFRAME:

@@ -85,6 +85,8 @@ def test_localization_finds_the_place_and_resets_on_time_going_backwards(gated, 
     assert res.status == FrameStatus.LOCALIZED
     assert res.localization.hypotheses[0].keyframe_id == 3  # the same image: rank 0
     assert res.timings_ms["network"] > 0 and not res.events
+    t = res.timings_ms  # the map stage's parts, for /diagnostics: each inside the whole
+    assert t["search"] > 0 and t["verification"] >= 0 and t["search"] + t["verification"] <= t["finish"]
     back = session.process(4.0, scenes[3])  # older than the previous image: flagged, still answered
     assert back.status == FrameStatus.LOCALIZED
     assert [e.reason for e in back.events] == ["time_backwards"]
@@ -126,7 +128,10 @@ def test_slam_rules_odom_gate_and_time(gated, scenes):
     assert session.process(11.0, scenes[1]).status == FrameStatus.NOT_KEYFRAME
     assert gated.calls == calls  # not a keyframe: the network did not run
     session.add_odometry(12.0, np.array([1.5, 0, 0]), QUAT)
-    assert session.process(12.0, scenes[2]).status == FrameStatus.KEYFRAME
+    second = session.process(12.0, scenes[2])
+    assert second.status == FrameStatus.KEYFRAME
+    t = second.timings_ms  # the loop-closure search and verification, inside the map stage
+    assert t["search"] > 0 and t["verification"] >= 0 and t["search"] + t["verification"] <= t["finish"]
     late = session.process(11.5, scenes[3])  # older than the last keyframe
     assert late.status == FrameStatus.REJECTED and late.reason == "time_backwards"
     kf = session.map.keyframe(0)
