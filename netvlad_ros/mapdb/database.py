@@ -792,16 +792,16 @@ class MapDatabase:
                 return SearchResult(out_ids, out_sc)
             kk = min(k, n_elig)
             index = self._search_index()
-            if index is None or (
-                mask is not None and self._cfg.approximate and n_elig < EXACT_FILTER_FRACTION * n
-            ):
-                ids, sc = self._exact(q, kk, mask)
-            else:
-                with ix.threads_for_queries(nq):
+            with ix.threads_for_queries(nq):
+                if index is None or (
+                    mask is not None and self._cfg.approximate and n_elig < EXACT_FILTER_FRACTION * n
+                ):
+                    ids, sc = self._exact(q, kk, mask)
+                else:
                     ids, sc = self._index_search(index, q, kk, mask)
-                short = np.flatnonzero((ids[:, :kk] < 0).any(axis=1))
-                if short.size:  # approximate index found too few eligible: exact for those rows
-                    ids[short], sc[short] = self._exact(q[short], kk, mask)
+                    short = np.flatnonzero((ids[:, :kk] < 0).any(axis=1))
+                    if short.size:  # approximate index found too few eligible: exact for those rows
+                        ids[short], sc[short] = self._exact(q[short], kk, mask)
             out_ids[:, :kk] = ids[:, :kk]
             out_sc[:, :kk] = sc[:, :kk]
             return SearchResult(out_ids, out_sc)

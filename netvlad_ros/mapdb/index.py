@@ -155,7 +155,8 @@ def threads_for_queries(nq: int) -> AbstractContextManager[None]:
 
     faiss splits one query's flat scan over every OpenMP thread; the scan is memory-bound,
     so the split buys no speed and costs the other threads' CPU (10,000 x 3584 flat on
-    2 cores, docs/mapdb.md: 9.0 ms wall / 18 ms CPU with 2 threads, 7.7 / 7.7 with one).
+    2 cores, docs/mapdb.md: ~10 ms wall either way, 20.1 CPU-ms per query on 2 threads
+    against 9.6 with this cap).
     In the node, where one query at a time shares two cores with the network, that CPU
     is what the latency target lacks. Batches keep every thread (one query each).
     """

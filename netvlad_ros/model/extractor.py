@@ -6,8 +6,8 @@ see ``runtimes.py``), fp16, threads, input size and batch size. Images of the sa
 after preprocessing are batched together; different sizes run as separate batches, so
 any mix of sizes works, with every runtime.
 
-The two stages are separate so that a caller can overlap them (the node preprocesses
-frame N+1 while frame N is in the network)::
+The two stages are separate so that a caller can overlap them (the node, with
+``pipeline_frames`` 2 or 3, preprocesses frame N+1 while frame N is in the network)::
 
     batch = extractor.prepare(images)   # validate, resize, normalise: CPU, no network
     descriptors = extractor.run(batch)  # the network; batch.timing() says where the time went

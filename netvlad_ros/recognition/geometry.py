@@ -216,10 +216,17 @@ def _hamming_knn(queries: np.ndarray, base: np.ndarray, k: int) -> tuple[np.ndar
 def _l2_knn(
     matcher: cv2.DescriptorMatcher, queries: np.ndarray, base: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_hamming_knn` for float descriptors (SIFT), with OpenCV's L2 brute-force matcher."""
+    """:func:`_hamming_knn` for float descriptors (SIFT), with OpenCV's L2 brute-force matcher.
+
+    A row OpenCV answers with fewer than ``k`` neighbours is padded with distance inf and
+    index -1 (its ratio test then fails).
+    """
     pairs = matcher.knnMatch(queries, base, k=k)
-    dist = np.array([[m.distance for m in p] for p in pairs], np.float32).reshape(len(queries), k)
-    idx = np.array([[m.trainIdx for m in p] for p in pairs], np.int64).reshape(len(queries), k)
+    dist = np.full((len(queries), k), np.inf, np.float32)
+    idx = np.full((len(queries), k), -1, np.int64)
+    for r, p in enumerate(pairs):
+        for c, m in enumerate(p[:k]):
+            dist[r, c], idx[r, c] = m.distance, m.trainIdx
     return dist, idx
 
 
@@ -242,7 +249,7 @@ class GeometricVerifier:
             dist, idx = _hamming_knn(dq, dm, 2)
         else:
             dist, idx = _l2_knn(self._l2, dq.astype(np.float32), dm.astype(np.float32), 2)
-        keep = dist[:, 0] < self.params.ratio * dist[:, 1]
+        keep = (idx[:, 1] >= 0) & (dist[:, 0] < self.params.ratio * dist[:, 1])
         a, b = np.flatnonzero(keep).astype(np.int64), idx[keep, 0].astype(np.int64)
         if self.params.mutual and len(a):
             # best query feature of each match feature that was chosen (only those matter:

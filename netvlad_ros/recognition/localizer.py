@@ -368,7 +368,8 @@ class Localizer:
         self._verifier = GeometricVerifier(
             replace(p.geometry, min_inliers=max(1, self.thresholds.min_inliers))
         )
-        #: ms of the last ``localize``: ``search`` and ``verification`` (the node's /diagnostics)
+        #: ms of the last ``localize``: ``search``, and ``verification`` when it verified
+        #: candidates (stored features read + verified; the node's /diagnostics)
         self.last_timings_ms: dict[str, float] = {}
         self._seq: SequenceMatcher | None = None
         if p.sequence_length >= 2:
@@ -454,6 +455,7 @@ class Localizer:
         """Localize one query: its descriptor (unit norm, shape (D,)) taken at ``stamp`` (s) and
         the local features of the same image (``FeatureExtractor.extract``; None = unverified)."""
         p = self.params
+        self.last_timings_ms = {}
         d = self._check_descriptor(descriptor)
         stamp = float(stamp)
         if len(self._db) == 0:
@@ -461,7 +463,7 @@ class Localizer:
             return LocalizationResult(stamp, False, None, 0.0, (), (), LocalizationReason.EMPTY_MAP)
         started = time.perf_counter()
         ids, scores, complete = self._retrieve(d, stamp)
-        self.last_timings_ms = {"search": (time.perf_counter() - started) * 1e3, "verification": 0.0}
+        self.last_timings_ms = {"search": (time.perf_counter() - started) * 1e3}
         hyps = self._hypotheses(ids, scores)
         places = tuple(cluster_hypotheses(hyps, p.place_radius_m))
         if not complete:

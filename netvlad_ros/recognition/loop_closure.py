@@ -351,7 +351,8 @@ class LoopClosureDetector:
         self._steps = StepSimilarity(db, self._order)
         #: The candidate threshold the last ``process`` used (None before the first): diagnostics.
         self.last_min_score: float | None = None
-        #: ms of the last ``process``: ``search`` and ``verification`` (the node's /diagnostics)
+        #: ms of the last ``process``: ``search``, and ``verification`` when a candidate was
+        #: verified (the verifier's time; the node's /diagnostics)
         self.last_timings_ms: dict[str, float] = {}
         e = np.asarray(
             DEFAULT_BODY_FROM_OPTICAL if body_from_optical is None else body_from_optical, np.float64
@@ -425,7 +426,7 @@ class LoopClosureDetector:
         res = self._db.search(
             d[None, :], p.top_k + p.exclusion_keyframes + 1, exclude_newer_than=stamp - p.exclusion_seconds
         )
-        self.last_timings_ms = {"search": (time.perf_counter() - started) * 1e3, "verification": 0.0}
+        self.last_timings_ms = {"search": (time.perf_counter() - started) * 1e3}
         ids = np.asarray(res.ids)[0]
         scores = np.asarray(res.scores, dtype=np.float64)[0]
         keep = (ids >= 0) & (ids != keyframe_id)
@@ -509,7 +510,8 @@ class LoopClosureDetector:
         assert self._verifier is not None
         started = time.perf_counter()
         g: Verification = self._verifier.verify(qfeat, mfeat)
-        self.last_timings_ms["verification"] += (time.perf_counter() - started) * 1e3
+        spent = (time.perf_counter() - started) * 1e3
+        self.last_timings_ms["verification"] = self.last_timings_ms.get("verification", 0.0) + spent
         numbers = f"inliers={g.inliers} ratio={g.inlier_ratio:.2f} spread={g.spread:.2f} model={g.model}"
         if not g.success:
             reason = _VERIFICATION_REJECTS.get(g.reason or "", RejectReason.GEOMETRIC_VERIFICATION_FAILED)

@@ -20,8 +20,9 @@ so what the robot does is testable without DDS.
 Threads and the map generation
 ------------------------------
 A frame goes through four steps, which :meth:`process` runs in order and a pipelined
-caller (the node) runs on two threads, so the next frame is decoded and preprocessed
-while the current one is in the network:
+caller (the node's three worker stages) can run on separate threads, so that with
+``pipeline_frames`` 2 or 3 the next frame is decoded and preprocessed while the current
+one is in the network (the node's default, 1, takes one frame at a time):
 
 1. :meth:`begin` (under the session lock): the mode and time rules, the odometry pose,
    the keyframe gate; it snapshots the current *map generation*.
@@ -209,7 +210,8 @@ class FrameResult:
     """The outcome of one frame.
 
     ``timings_ms``: ``network`` (describe) and ``finish`` (search, verification, map update),
-    and of ``finish`` the ``search`` and ``verification`` parts (localized frames, keyframes).
+    and of ``finish`` the ``search`` part (localized frames, keyframes) and the
+    ``verification`` part (when candidates were verified: the p50 is of those frames).
     ``loop_positions``: map positions of the query and matched keyframes of accepted loop
     closures (for markers), read under the same lock as the closures.
     """

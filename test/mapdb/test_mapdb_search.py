@@ -267,8 +267,8 @@ def test_merge_reconciles_gps_origins():
 
 def test_single_queries_search_on_one_openmp_thread_of_the_calling_thread_only():
     """A one-query search runs faiss on one OpenMP thread (its flat scan is memory-bound:
-    splitting it over 2 threads cost 18 CPU-ms for 9.0 ms against 7.7 / 7.7 on one,
-    docs/mapdb.md), batches keep every thread, and the setting is the calling thread's:
+    splitting it over 2 threads cost 20.1 CPU-ms per query against 9.6 on one, for the same
+    ~10 ms, docs/mapdb.md), batches keep every thread, and the setting is the calling thread's:
     restored after, and never seen by another thread."""
     from netvlad_ros.mapdb.index import threads_for_queries
 

@@ -242,7 +242,8 @@ def test_a_pair_that_makes_opencvs_usac_assert_is_a_failed_fit_not_an_error() ->
 def _reference_matches(dq: np.ndarray, dm: np.ndarray, ratio: float, hamming: bool) -> set[tuple[int, int]]:
     """Ratio test + mutual check by brute force in numpy (ties to the lower index)."""
     if hamming:
-        d = np.bitwise_count(dq[:, None, :] ^ dm[None, :, :]).sum(axis=2).astype(np.float64)
+        bits = np.array([bin(i).count("1") for i in range(256)], np.uint8)  # popcount of a byte
+        d = bits[dq[:, None, :] ^ dm[None, :, :]].sum(axis=2, dtype=np.int64).astype(np.float64)
     else:
         q, m = dq.astype(np.float64), dm.astype(np.float64)
         d = np.sqrt(np.maximum((q**2).sum(1)[:, None] + (m**2).sum(1)[None, :] - 2 * q @ m.T, 0))

@@ -86,7 +86,8 @@ def test_localization_finds_the_place_and_resets_on_time_going_backwards(gated, 
     assert res.localization.hypotheses[0].keyframe_id == 3  # the same image: rank 0
     assert res.timings_ms["network"] > 0 and not res.events
     t = res.timings_ms  # the map stage's parts, for /diagnostics: each inside the whole
-    assert t["search"] > 0 and t["verification"] >= 0 and t["search"] + t["verification"] <= t["finish"]
+    assert t["search"] > 0 and t["search"] + t.get("verification", 0.0) <= t["finish"]
+    assert "verification" in t  # the query's features were verified (the map has none: unverifiable)
     back = session.process(4.0, scenes[3])  # older than the previous image: flagged, still answered
     assert back.status == FrameStatus.LOCALIZED
     assert [e.reason for e in back.events] == ["time_backwards"]
@@ -130,8 +131,8 @@ def test_slam_rules_odom_gate_and_time(gated, scenes):
     session.add_odometry(12.0, np.array([1.5, 0, 0]), QUAT)
     second = session.process(12.0, scenes[2])
     assert second.status == FrameStatus.KEYFRAME
-    t = second.timings_ms  # the loop-closure search and verification, inside the map stage
-    assert t["search"] > 0 and t["verification"] >= 0 and t["search"] + t["verification"] <= t["finish"]
+    t = second.timings_ms  # the loop-closure search (no candidate to verify yet), inside the map stage
+    assert t["search"] > 0 and "verification" not in t and t["search"] <= t["finish"]
     late = session.process(11.5, scenes[3])  # older than the last keyframe
     assert late.status == FrameStatus.REJECTED and late.reason == "time_backwards"
     kf = session.map.keyframe(0)
